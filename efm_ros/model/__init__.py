@@ -1,0 +1,1 @@
+"""The Embodied Foundation Model: bins, network, export."""
