@@ -1,0 +1,1 @@
+"""ROS 2 nodes: thin shells over the plain-Python modules of efm_ros."""

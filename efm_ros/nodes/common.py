@@ -1,0 +1,55 @@
+"""Small rclpy helpers shared by the nodes: parameter declaration with descriptors, diagnostics, main()."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+
+def declare(node, name: str, default: Any, description: str, *, lo=None, hi=None, read_only: bool = False):
+    """Declare a parameter with a descriptor (and a range for numbers); return its value."""
+    desc = ParameterDescriptor(description=description, read_only=read_only)
+    if lo is not None and hi is not None:
+        if isinstance(default, bool):
+            raise TypeError("no range for bool parameters")
+        if isinstance(default, int):
+            desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+        else:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return node.declare_parameter(name, default, desc).value
+
+
+def diagnostic_array(node, name: str, level: bytes, message: str, values: dict[str, str]) -> DiagnosticArray:
+    """One DiagnosticStatus named ``<namespace>/<node>: name`` in a DiagnosticArray."""
+    arr = DiagnosticArray()
+    arr.header.stamp = node.get_clock().now().to_msg()
+    status = DiagnosticStatus(level=level,  # DiagnosticStatus.OK / WARN / ERROR (bytes)
+                              name=f"{node.get_fully_qualified_name()}: {name}",
+                              message=message, hardware_id=node.get_namespace().strip("/") or "efm_ros")
+    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    arr.status = [status]
+    return arr
+
+
+def spin_node(make_node: Callable[[], Any], args: list[str] | None = None) -> int:
+    """Standard main(): init, spin until Ctrl-C / external shutdown, clean teardown."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    try:
+        node = make_node()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,158 @@
+"""The embedded robot as a ROS 2 node (one per robot namespace, e.g. /robot_0).
+
+Publishes
+  camera/image    sensor_msgs/Image (rgb8, sensor-data QoS) once per control tick
+  instruction     std_msgs/String (reliable, transient-local: late joiners get the current one)
+  eval/success    std_msgs/Bool ground-truth success — EVALUATION ONLY, never a reward input
+  /diagnostics    diagnostic_msgs/DiagnosticArray at 1 Hz
+Subscribes
+  cmd_vel         geometry_msgs/TwistStamped, planar velocity in m/s (linear.x, linear.y)
+  action          std_msgs/Float32MultiArray, normalised action in [-1, 1] (tools, teleop)
+Services
+  reset           std_srvs/Trigger: new episode (new seed, new instruction); message = instruction
+
+Each tick applies the latest command, steps the robot and publishes the new frame. A command
+older than ``command_timeout_s`` is not repeated: the arm holds still. Malformed commands are
+rejected (NaN/inf, wrong length) or scaled into range, counted, logged (throttled) and reported on
+/diagnostics; they never crash the node.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import TwistStamped
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Float32MultiArray, String
+from std_srvs.srv import Trigger
+
+from efm_ros.diagnostics import RollingStats
+from efm_ros.nodes.common import declare, diagnostic_array, spin_node
+from efm_ros.nodes.images import numpy_to_image
+from efm_ros.robots import make_robot
+from efm_ros.robots.commands import CommandValidator, twist_to_action
+
+LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class SimRobotNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("sim_robot", **kwargs)
+        backend = declare(self, "backend", "efm_ros.sim.tabletop:TabletopRobot", "robot class, dotted path", read_only=True)
+        backend_args = declare(self, "backend_args", "{}", "extra constructor arguments of the backend, JSON object", read_only=True)
+        image_size = declare(self, "image_size", 96, "camera image height = width, pixels", lo=16, hi=1024, read_only=True)
+        self.rate_hz = declare(self, "control_rate_hz", 10.0, "control ticks per second", lo=0.5, hi=200.0, read_only=True)
+        self.seed = declare(self, "seed", 0, "seed of the first episode; each reset uses the next one", lo=0, hi=2**31 - 1)
+        self.max_speed = declare(self, "max_speed_mps", 0.2, "cmd_vel speed that maps to a full-scale action, m/s", lo=1e-3, hi=10.0)
+        self.cmd_timeout = declare(self, "command_timeout_s", 0.5, "hold still if no command is newer than this, s", lo=0.0, hi=10.0)
+        self.frame_id = declare(self, "frame_id", "camera", "frame_id of published images")
+
+        self.robot = make_robot(backend, image_size=image_size, control_rate_hz=self.rate_hz, **json.loads(backend_args))
+        self.validator = CommandValidator(action_dim=self.robot.action_dim)
+        self.stats = RollingStats()
+        self._lock = threading.Lock()
+        self._command: tuple[np.ndarray, float] | None = None
+        self._last_warn = 0.0
+        self.episode_steps = 0
+
+        self.image_pub = self.create_publisher(Image, "camera/image", qos_profile_sensor_data)
+        self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
+        self.success_pub = self.create_publisher(Bool, "eval/success", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(TwistStamped, "cmd_vel", self._on_twist, qos_profile_sensor_data)
+        self.create_subscription(Float32MultiArray, "action", self._on_action, qos_profile_sensor_data)
+        self.create_service(Trigger, "reset", self._on_reset)
+        self._reset_episode()
+        self.create_timer(1.0 / self.rate_hz, self._tick)
+        self.create_timer(1.0, self._publish_diagnostics)
+
+    # -- commands -----------------------------------------------------------------------------
+    def _accept(self, values, source: str) -> None:
+        check = self.validator.check(values)
+        if check.reason is not None:
+            now = time.monotonic()
+            if now - self._last_warn > 1.0:  # throttled: a flood of bad commands must not flood the log
+                self._last_warn = now
+                verb = "rejected" if check.rejected else "clipped"
+                self.get_logger().warning(f"{verb} {source} command: {check.reason} "
+                                          f"(rejected {self.validator.rejected}, clipped {self.validator.clipped} so far)")
+        if check.rejected:
+            return
+        with self._lock:
+            self._command = (check.action, time.monotonic())
+
+    def _on_twist(self, msg: TwistStamped) -> None:
+        t = msg.twist
+        if any(abs(v) > 1e-9 for v in (t.linear.z, t.angular.x, t.angular.y, t.angular.z)):
+            self.validator.counts["ignored_components"] += 1
+        self._accept(twist_to_action(t.linear.x, t.linear.y, self.max_speed), "cmd_vel")
+
+    def _on_action(self, msg: Float32MultiArray) -> None:
+        self._accept(list(msg.data), "action")
+
+    # -- episode ------------------------------------------------------------------------------
+    def _reset_episode(self) -> str:
+        instruction = self.robot.reset(seed=int(self.seed))
+        self.seed += 1
+        self.episode_steps = 0
+        with self._lock:
+            self._command = None
+        self.instruction_pub.publish(String(data=instruction))
+        self._publish_frame()
+        return instruction
+
+    def _on_reset(self, request, response):
+        try:
+            instruction = self._reset_episode()
+        except Exception as exc:  # a backend failure is reported to the caller, not fatal to the node
+            self.get_logger().error(f"reset failed: {exc!r}")
+            response.success, response.message = False, f"reset failed: {exc}"
+            return response
+        self.get_logger().info(f"reset: {instruction!r}")
+        response.success, response.message = True, instruction
+        return response
+
+    # -- control tick -------------------------------------------------------------------------
+    def _tick(self) -> None:
+        t0 = time.perf_counter()
+        with self._lock:
+            cmd = self._command
+        if cmd is None or time.monotonic() - cmd[1] > self.cmd_timeout:
+            action = np.zeros(self.robot.action_dim, np.float32)
+            self.stats.counts["held_still"] += 1
+        else:
+            action = cmd[0]
+        self.robot.step(action)
+        self.episode_steps += 1
+        self._publish_frame()
+        self.stats.tick(time.perf_counter() - t0)
+
+    def _publish_frame(self) -> None:
+        stamp = self.get_clock().now().to_msg()
+        self.image_pub.publish(numpy_to_image(self.robot.observe(), stamp, self.frame_id))
+        self.success_pub.publish(Bool(data=bool(self.robot.success())))
+
+    def _publish_diagnostics(self) -> None:
+        values = self.stats.summary()
+        values.update({f"commands_{k}": str(v) for k, v in sorted(self.validator.counts.items())})
+        values["episode_steps"] = str(self.episode_steps)
+        level = DiagnosticStatus.WARN if self.validator.rejected else DiagnosticStatus.OK
+        message = f"{self.validator.rejected} commands rejected" if self.validator.rejected else "running"
+        self.diag_pub.publish(diagnostic_array(self, "sim robot", level, message, values))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = sys.argv if argv is None else ["sim_robot", *argv]
+    return spin_node(SimRobotNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
