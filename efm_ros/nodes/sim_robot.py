@@ -1,7 +1,8 @@
 """The embedded robot as a ROS 2 node (one per robot namespace, e.g. /robot_0).
 
 Publishes
-  camera/image    sensor_msgs/Image (rgb8, sensor-data QoS) once per control tick
+  camera/image_raw  sensor_msgs/Image (rgb8, sensor-data QoS) once per control tick; the camera
+                  node turns it into the model-ready camera/image that policy, reward and logger use
   instruction     std_msgs/String (reliable, transient-local: late joiners get the current one)
   eval/success    std_msgs/Bool ground-truth success — EVALUATION ONLY, never a reward input
   /diagnostics    diagnostic_msgs/DiagnosticArray at 1 Hz
@@ -61,7 +62,7 @@ class SimRobotNode(Node):
         self._last_warn = 0.0
         self.episode_steps = 0
 
-        self.image_pub = self.create_publisher(Image, "camera/image", qos_profile_sensor_data)
+        self.image_pub = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
         self.success_pub = self.create_publisher(Bool, "eval/success", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

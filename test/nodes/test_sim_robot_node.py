@@ -48,7 +48,7 @@ def test_sim_robot_node_publishes_accepts_resets_and_survives_bad_commands(rclpy
 
     node = rclpy.create_node("sim_robot_tester", namespace="/robot_7", context=rclpy_context)
     images, instr, success, diags = [], [], [], []
-    node.create_subscription(Image, "camera/image", images.append, qos_profile_sensor_data)
+    node.create_subscription(Image, "camera/image_raw", images.append, qos_profile_sensor_data)
     latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
     node.create_subscription(String, "instruction", instr.append, latched)
     node.create_subscription(Bool, "eval/success", success.append, 10)
