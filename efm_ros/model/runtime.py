@@ -1,0 +1,173 @@
+"""Run an exported EFM with ONNX Runtime only (no torch): what the robot-side nodes use.
+
+    model = load_model("models/v003")                       # verifies manifest.json first
+    action, tokens, log_prob, entropy = model.act(frame, prev_frame, "push the red block to the blue block", rng)
+    d, distribution = model.steps_to_go(frame, prev_frame, instruction)
+    success = d <= model.success_threshold                   # held model.success_k ticks (objectives.consecutive_success)
+
+Frames are RGB uint8 (S, S, 3) (or batched (B, S, S, 3)) with S = ``model.image_size``; all other
+preprocessing is inside the graphs. Actions are sampled token by token from the policy's
+categoricals, and ``log_prob`` is the exact log-probability of the sampled tokens under the served
+policy (Σ_d log softmax(logits_d)[token_d], paper §2.2), which Stage-2 REINFORCE needs.
+
+Execution providers: by default the best available of TensorRT > CUDA > CPU (``onnxruntime-gpu``
+offers the first two); pass ``providers=[...]`` to choose, e.g. ``["CPUExecutionProvider"]``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from efm_ros.model.bins import ActionBins, StepsToGoBins
+from efm_ros.model.manifest import ManifestError, verify_manifest
+from efm_ros.model.text import InstructionTable
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def select_providers(requested: Sequence[str] | None = None) -> list[str]:
+    """``requested`` (each must be available) or the best available of TensorRT > CUDA > CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if requested:
+        unknown = [p for p in requested if p not in available]
+        if unknown:
+            raise ValueError(f"ONNX Runtime providers {unknown} are not available here; available: {available}")
+        return list(requested)
+    return [p for p in PREFERRED_PROVIDERS if p in available] or list(available)
+
+
+class OnnxEFM:
+    """An exported model directory, loaded: policy + reward graphs, bins, instruction table."""
+
+    def __init__(self, model_dir: str | Path, *, providers: Sequence[str] | None = None,
+                 intra_op_threads: int = 0, encoder: Callable[[list[str]], np.ndarray] | None = None):
+        import onnxruntime as ort
+
+        self.model_dir = Path(model_dir)
+        self.manifest = verify_manifest(self.model_dir)
+        m = self.manifest
+        self.version: str = m["model_version"]
+        self.action_bins = ActionBins(**{k: m["action_bins"][k] for k in ("dims", "num_bins", "low", "high")})
+        self.stg_bins = StepsToGoBins(m["steps_to_go_bins"]["t_max"], m["steps_to_go_bins"]["num_bins"])
+        self.stg_values = np.asarray(m["steps_to_go_bins"]["values"], dtype=np.float64)
+        self.success_threshold: float = m["success"]["threshold_steps"]
+        self.success_k: int = m["success"]["consecutive"]
+        self.control_rate_hz: float = m["control_rate_hz"]
+        self.image_size: int = m["preprocessing"]["image_size"]
+        self.instructions = InstructionTable.load(self.model_dir / m["instructions"]["file"])
+        self.encoder = encoder
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.log_severity_level = 3   # errors only
+        chosen = select_providers(providers)
+        self.sessions = {}
+        for role in ("policy", "reward"):
+            spec = m["graphs"][role]
+            sess = ort.InferenceSession(str(self.model_dir / spec["file"]), options, providers=chosen)
+            self._check_io(role, sess, spec)
+            self.sessions[role] = sess
+        self.providers: list[str] = self.sessions["policy"].get_providers()
+
+    @staticmethod
+    def _check_io(role: str, sess, spec: dict) -> None:
+        ort_type = {"uint8": "tensor(uint8)", "float32": "tensor(float)", "int64": "tensor(int64)"}
+        for side, nodes in (("inputs", sess.get_inputs()), ("outputs", sess.get_outputs())):
+            got = [(n.name, n.type) for n in nodes]
+            want = [(s["name"], ort_type.get(s["dtype"], s["dtype"])) for s in spec[side]]
+            if got != want:
+                raise ManifestError(f"{spec['file']}: graph {side} {got} do not match the manifest's {want}")
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def embed(self, instruction) -> np.ndarray:
+        """str | list[str] | (384,) / (B, 384) array -> (B, 384) float32 embeddings."""
+        if isinstance(instruction, np.ndarray):
+            emb = np.atleast_2d(instruction).astype(np.float32, copy=False)
+            if emb.shape[-1] != self.instructions.dim:
+                raise ValueError(f"instruction embedding must be {self.instructions.dim}-d, got {emb.shape}")
+            return emb
+        texts = [instruction] if isinstance(instruction, str) else list(instruction)
+        missing = [t for t in dict.fromkeys(texts) if t not in self.instructions]
+        if missing and self.encoder is not None:
+            for text, emb in zip(missing, self.encoder(missing)):
+                self.instructions.add(text, emb)
+        return self.instructions.lookup(texts)   # raises UnknownInstructionError with a clear message
+
+    def _feed(self, frame, prev_frame, instruction) -> tuple[dict, bool]:
+        frame, prev_frame = np.asarray(frame), np.asarray(prev_frame)
+        single = frame.ndim == 3
+        if single:
+            frame, prev_frame = frame[None], prev_frame[None]
+        shape = (self.image_size, self.image_size, 3)
+        for name, f in (("frame", frame), ("prev_frame", prev_frame)):
+            if f.dtype != np.uint8 or f.ndim != 4 or f.shape[1:] != shape:
+                raise ValueError(f"{name} must be RGB uint8 of shape {shape} (or batched), got {f.dtype} {f.shape}")
+        if frame.shape[0] != prev_frame.shape[0]:
+            raise ValueError(f"frame batch {frame.shape[0]} != prev_frame batch {prev_frame.shape[0]}")
+        emb = self.embed(instruction)
+        if emb.shape[0] == 1 and frame.shape[0] > 1:
+            emb = np.repeat(emb, frame.shape[0], axis=0)
+        if emb.shape[0] != frame.shape[0]:
+            raise ValueError(f"{emb.shape[0]} instructions for a batch of {frame.shape[0]} frames")
+        feed = {"frame": np.ascontiguousarray(frame), "prev_frame": np.ascontiguousarray(prev_frame),
+                "instruction_embedding": np.ascontiguousarray(emb)}
+        return feed, single
+
+    # -- policy -----------------------------------------------------------------------------------
+    def action_logits(self, frame, prev_frame, instruction) -> np.ndarray:
+        """Raw policy output (B, D, K) float32 (batched even for a single frame)."""
+        feed, _ = self._feed(frame, prev_frame, instruction)
+        return self.sessions["policy"].run(["action_logits"], feed)[0]
+
+    def act(self, frame, prev_frame, instruction, rng: np.random.Generator | None = None,
+            greedy: bool = False):
+        """Sample an action: -> (action (D,) float32, tokens (D,) int64, log_prob float, entropy float).
+
+        Batched frames (B, S, S, 3) give (B, D), (B, D), (B,), (B,). ``greedy`` takes each
+        dimension's most likely token (evaluation); otherwise tokens are drawn with ``rng``.
+        """
+        feed, single = self._feed(frame, prev_frame, instruction)
+        logits = self.sessions["policy"].run(["action_logits"], feed)[0].astype(np.float64)
+        z = logits - logits.max(-1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))          # log softmax, (B, D, K)
+        p = np.exp(log_p)
+        if greedy:
+            tokens = log_p.argmax(-1)
+        else:
+            rng = rng if rng is not None else np.random.default_rng()
+            cdf = np.cumsum(p, axis=-1)
+            u = rng.random(cdf.shape[:-1])[..., None] * cdf[..., -1:]   # inverse-CDF sampling
+            tokens = np.minimum((cdf <= u).sum(-1), p.shape[-1] - 1)
+        tokens = tokens.astype(np.int64)
+        log_prob = np.take_along_axis(log_p, tokens[..., None], -1)[..., 0].sum(-1)   # Σ_d log p(a_d)
+        entropy = -(p * log_p).sum((-2, -1))
+        action = self.action_bins.decode(tokens)
+        if single:
+            return action[0], tokens[0], float(log_prob[0]), float(entropy[0])
+        return action, tokens, log_prob, entropy
+
+    # -- reward / success -------------------------------------------------------------------------
+    def steps_to_go(self, frame, prev_frame, instruction):
+        """-> (d(o, g) float, distribution (N,) float32) (§2.1); batched input -> ((B,), (B, N))."""
+        feed, single = self._feed(frame, prev_frame, instruction)
+        probs, d = self.sessions["reward"].run(["stg_probs", "expected_steps"], feed)
+        return (float(d[0]), probs[0]) if single else (d, probs)
+
+    def is_success(self, d) -> bool | np.ndarray:
+        """1[d <= s] with this model's calibrated s (one tick; see objectives.consecutive_success)."""
+        return np.asarray(d) <= self.success_threshold if np.ndim(d) else bool(d <= self.success_threshold)
+
+
+def load_model(model_dir: str | Path, *, providers: Sequence[str] | None = None, intra_op_threads: int = 0,
+               encoder: Callable[[list[str]], np.ndarray] | None = None) -> OnnxEFM:
+    """Verify and load ``model_dir`` (manifest.json + graphs + instruction table).
+
+    providers: ONNX Runtime execution providers (default: TensorRT > CUDA > CPU, as available).
+    intra_op_threads: ORT threads per graph (0 = ORT's default). encoder: optional callable
+    list[str] -> (n, 384) for instructions missing from the table (e.g. ``InstructionEncoder()``,
+    which needs torch); without one an unknown instruction raises UnknownInstructionError.
+    """
+    return OnnxEFM(model_dir, providers=providers, intra_op_threads=intra_op_threads, encoder=encoder)

@@ -1,0 +1,173 @@
+"""Export (ONNX + manifest) and the torch-free ONNX Runtime loader."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from efm_ros.model.manifest import ManifestError, verify_manifest
+from efm_ros.model.network import random_inputs
+from efm_ros.model.runtime import load_model
+from efm_ros.model.text import UnknownInstructionError
+
+INSTRUCTIONS = ("push the red block to the blue block", "push the green block to the top left corner")  # = conftest's
+
+LOGIT_TOL = 1e-4      # max |ORT - torch| on logits (measured ~2e-7)
+STEPS_TOL = 1e-4      # on d(o, g) in steps (measured ~8e-6)
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return load_model(model_dir, providers=["CPUExecutionProvider"], intra_op_threads=1)
+
+
+def test_manifest_contents(model_dir, model):
+    m = verify_manifest(model_dir)
+    assert sorted(model.instructions) == sorted(INSTRUCTIONS)
+    assert set(m["files"]) == {"policy.onnx", "reward.onnx", "instructions.npz"}
+    assert m["model_version"] == "v001"
+    assert m["success"] == {"threshold_steps": 2.0, "consecutive": 3}
+    assert m["control_rate_hz"] == 5.0 and m["training"]["data_hash"] == "sha256:test"
+    assert m["training"]["metrics"] == {"bc_val_loss": 1.25, "stg_val_loss": 2.5} and m["training"]["stage"] == 1
+    assert m["action_bins"]["num_bins"] == 21 and len(m["steps_to_go_bins"]["values"]) == 50
+    assert [i["name"] for i in m["graphs"]["policy"]["inputs"]] == ["frame", "prev_frame", "instruction_embedding"]
+    assert m["graphs"]["reward"]["outputs"][-1] == {"name": "expected_steps", "shape": ["batch"], "dtype": "float32"}
+    assert max(m["export"]["parity_max_abs_diff"].values()) < LOGIT_TOL
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_onnx_matches_torch_on_both_heads(model, efm, reward_efm, batch):
+    frame, prev, _ = random_inputs(efm.config, batch, seed=10 + batch)
+    texts = [INSTRUCTIONS[i % 2] for i in range(batch)]
+    emb = torch.from_numpy(model.embed(texts))
+    with torch.no_grad():
+        a_ref, _ = efm(frame, prev, emb)
+        _, s_ref = reward_efm(frame, prev, emb)
+        d_ref = (s_ref.softmax(-1) * efm.stg_values).sum(-1)
+    a = model.action_logits(frame.numpy(), prev.numpy(), texts)
+    d, dist = model.steps_to_go(frame.numpy(), prev.numpy(), texts)
+    feed = {"frame": frame.numpy(), "prev_frame": prev.numpy(), "instruction_embedding": emb.numpy()}
+    stg_logits = model.sessions["reward"].run(["stg_logits"], feed)[0]
+    assert np.abs(a - a_ref.numpy()).max() < LOGIT_TOL
+    assert np.abs(stg_logits - s_ref.numpy()).max() < LOGIT_TOL
+    assert np.abs(d - d_ref.numpy()).max() < STEPS_TOL
+    assert np.allclose(dist.sum(-1), 1.0, atol=1e-5)
+
+
+def test_act_samples_valid_tokens_with_exact_log_prob(model):
+    rng = np.random.default_rng(0)
+    f, p = (rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(2))
+    probs = model.sessions["policy"].run(["action_probs"], {
+        "frame": f[None], "prev_frame": p[None], "instruction_embedding": model.embed(INSTRUCTIONS[0])})[0][0]
+    seen = set()
+    for _ in range(50):
+        action, tokens, log_prob, entropy = model.act(f, p, INSTRUCTIONS[0], rng)
+        assert tokens.shape == (2,) and tokens.dtype == np.int64 and ((0 <= tokens) & (tokens < 21)).all()
+        assert np.array_equal(action, model.action_bins.decode(tokens))
+        # log π(a) = log(p_0[a_0] · p_1[a_1])
+        assert log_prob == pytest.approx(np.log(probs[0, tokens[0]] * probs[1, tokens[1]]), abs=1e-5)
+        assert entropy == pytest.approx(-(probs * np.log(probs)).sum(), abs=1e-4)
+        seen.add(tuple(tokens))
+    assert len(seen) > 1                                          # it samples, it is not argmax
+    greedy = model.act(f, p, INSTRUCTIONS[0], greedy=True)[1]
+    assert greedy.tolist() == probs.argmax(-1).tolist()
+    b_action, b_tokens, b_lp, b_h = model.act(np.stack([f, f]), np.stack([p, p]), INSTRUCTIONS[0], rng)
+    assert b_action.shape == (2, 2) and b_tokens.shape == (2, 2) and b_lp.shape == (2,) and b_h.shape == (2,)
+
+
+def test_unknown_instruction_and_bad_frames(model):
+    frame = np.zeros((96, 96, 3), np.uint8)
+    with pytest.raises(UnknownInstructionError, match="not in the instruction table"):
+        model.steps_to_go(frame, frame, "push the banana to the left")
+    with pytest.raises(ValueError, match="uint8"):
+        model.act(frame.astype(np.float32), frame, INSTRUCTIONS[0])
+    with pytest.raises(ValueError, match="shape"):
+        model.act(np.zeros((64, 64, 3), np.uint8), frame, INSTRUCTIONS[0])
+
+
+def test_unknown_instruction_uses_the_encoder_when_given(model_dir):
+    calls = []
+
+    def fake_encoder(texts):
+        calls.append(list(texts))
+        return np.full((len(texts), 384), 1 / np.sqrt(384), np.float32)
+
+    m = load_model(model_dir, providers=["CPUExecutionProvider"], encoder=fake_encoder)
+    frame = np.zeros((96, 96, 3), np.uint8)
+    d, dist = m.steps_to_go(frame, frame, "push the banana to the left")
+    m.steps_to_go(frame, frame, "push the banana to the left")
+    assert calls == [["push the banana to the left"]] and dist.shape == (50,) and 0 <= d <= 100
+
+
+def _copy(model_dir, tmp_path):
+    dst = tmp_path / "model"
+    shutil.copytree(model_dir, dst)
+    return dst
+
+
+def test_tampered_file_is_refused_naming_it(model_dir, tmp_path):
+    bad = _copy(model_dir, tmp_path)
+    data = bytearray((bad / "reward.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01                                 # flip one bit of one byte
+    (bad / "reward.onnx").write_bytes(bytes(data))
+    with pytest.raises(ManifestError, match=r"^reward\.onnx: sha256"):
+        load_model(bad)
+    (bad / "instructions.npz").unlink()
+    (bad / "reward.onnx").write_bytes((model_dir / "reward.onnx").read_bytes())
+    with pytest.raises(ManifestError, match=r"instructions\.npz: listed .* but missing"):
+        verify_manifest(bad)
+
+
+def test_malformed_manifest_is_refused(model_dir, tmp_path):
+    bad = _copy(model_dir, tmp_path)
+    m = json.loads((bad / "manifest.json").read_text())
+    cases = [({**m, "schema": "efm_ros.model/0"}, "schema"),
+             ({k: v for k, v in m.items() if k != "success"}, "missing field success"),
+             ({**m, "success": {"threshold_steps": "2", "consecutive": 3}}, "success.threshold_steps"),
+             ({**m, "files": {**m["files"], "../etc/passwd": {"sha256": "0"}}}, "leaves the model directory")]
+    for manifest, message in cases:
+        (bad / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ManifestError, match=message):
+            verify_manifest(bad)
+    (bad / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        verify_manifest(bad)
+
+
+def test_export_refuses_to_overwrite(run_dir, model_dir):
+    from efm_ros.model.export import main
+
+    with pytest.raises(FileExistsError):
+        main([str(run_dir), "--out", str(model_dir)])
+
+
+def test_runtime_does_not_import_torch(model_dir):
+    code = f"""
+import sys
+import numpy as np
+from efm_ros.model.runtime import load_model
+m = load_model({str(model_dir)!r})
+f = np.zeros((96, 96, 3), np.uint8)
+m.act(f, f, {INSTRUCTIONS[0]!r}, np.random.default_rng(0))
+m.steps_to_go(f, f, {INSTRUCTIONS[0]!r})
+bad = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'transformers', 'sentence_transformers'))
+assert not bad, bad
+print('providers', m.providers)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "CPUExecutionProvider" in out.stdout
+
+
+def test_onnx_feature_extractor_matches_backbone_features(efm):
+    from efm_ros.model.export import OnnxFeatureExtractor
+
+    extractor = OnnxFeatureExtractor(efm, threads=1)
+    frames = random_inputs(efm.config, 3, seed=5)[0]
+    with torch.inference_mode():
+        ref = efm.backbone_features(frames).numpy()
+    got = extractor(frames.numpy())
+    assert got.shape == (3, *efm.feature_shape) and np.abs(got - ref).max() < 1e-4
