@@ -11,11 +11,16 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect-demos": ("efm_ros.data.collect", "record scripted demonstrations on the embedded robot as rosbags"),
     "read-bag": ("efm_ros.data.inspect", "summarise an episode bag (topics, counts, custom data)"),
+    "recover-bag": ("efm_ros.data.recover", "rewrite a bag cut by a crash (SIGKILL) as a complete episode"),
     "bench": ("efm_ros.bench", "run a benchmark and print its numbers (sim, collect, model, ...)"),
     "train-sft": ("efm_ros.learn.sft", "Stage 1: train BC + steps-to-go on demonstration bags"),
     "export": ("efm_ros.model.export", "export a trained run to ONNX + manifest.json"),
     "eval": ("efm_ros.learn.evaluate", "evaluate an exported model on the embedded robot"),
     "sim-robot": ("efm_ros.nodes.sim_robot", "run the embedded robot as a ROS 2 node"),
+    "camera": ("efm_ros.nodes.camera", "run the camera/perception node"),
+    "policy": ("efm_ros.nodes.policy", "run the policy node (exported model on ONNX Runtime)"),
+    "steps-to-go": ("efm_ros.nodes.steps_to_go", "run the steps-to-go reward/success node"),
+    "logger": ("efm_ros.nodes.logger", "run the episode logger node (one rosbag per episode)"),
 }
 
 
