@@ -59,3 +59,33 @@ def python_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture(scope="session")
+def sim_model_dir(tmp_path_factory):
+    """An exported model (random trunk, pretrained backbone) that knows every embedded-robot
+    instruction (random unit embeddings): for testing the plumbing of the live graph."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from efm_ros.model.export import main as export_main
+    from efm_ros.model.network import EFM, EFMConfig, save_checkpoint
+    from efm_ros.model.text import InstructionTable
+    from efm_ros.sim.instructions import all_instructions
+
+    run = tmp_path_factory.mktemp("sim_run")
+    torch.manual_seed(0)
+    efm = EFM(EFMConfig()).eval()
+    (run / "config.json").write_text(json.dumps(efm.config.to_dict()))
+    save_checkpoint(efm, run / "policy.safetensors")
+    save_checkpoint(efm, run / "reward_model.safetensors")
+    (run / "train_meta.json").write_text(json.dumps({
+        "data_hash": "sha256:test", "metrics": {}, "success_threshold": 2.0, "success_k": 2, "control_rate_hz": 10.0}))
+    texts = all_instructions()
+    emb = np.random.default_rng(0).normal(size=(len(texts), 384)).astype(np.float32)
+    InstructionTable(dict(zip(texts, emb / np.linalg.norm(emb, axis=1, keepdims=True)))).save(run / "instructions.npz")
+    out = tmp_path_factory.mktemp("sim_models") / "v0001"
+    assert export_main([str(run), "--out", str(out)]) == 0
+    return out

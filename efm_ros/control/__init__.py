@@ -1,0 +1,1 @@
+"""Robot-side control logic without ROS: episodes, model hot-swap, episode recording."""

@@ -1,0 +1,209 @@
+"""The steps-to-go reward/success node: the FROZEN Stage-1 model judges every control tick.
+
+Publishes (in the robot namespace)
+  steps_to_go     efm_ros/StepsToGo per camera frame of a running episode: d(o_t, g), the
+                  distribution, reward r_t = d(o_{t-1}, g) − d(o_t, g), detector flag, model version
+  episode_event   efm_ros/EpisodeEvent: START, SUCCESS | TIMEOUT | OPERATOR_STOP, RESET_DONE, FAULT
+                  (reliable, transient-local depth 20: a late policy/logger still learns the state)
+  /diagnostics    rate, inference latency p50/p99, episodes by outcome, reset failures, faults
+Subscribes
+  camera/image    sensor_msgs/Image from the camera node (model-ready frames)
+  instruction     std_msgs/String (latched) — the goal g of the next episode
+  operator_stop   std_msgs/String — ends the running episode (the data is the reason)
+Calls
+  reset           std_srvs/Trigger of the robot, with a timeout and retries; repeated failures
+                  raise a FAULT event and an ERROR on /diagnostics, and are retried slowly — the
+                  node never hangs on a robot that does not answer.
+
+The episode logic (reward, k-consecutive success, timeout, reset/fault) is
+efm_ros.control.episode.EpisodeTracker; this file is the ROS plumbing around it.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.time import Time
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from efm_ros.control.episode import EpisodeConfig, EpisodeEventRecord, EpisodeTracker, Event, Phase
+from efm_ros.diagnostics import RollingStats
+from efm_ros.model.runtime import load_model
+from efm_ros.msg import EpisodeEvent, StepsToGo
+from efm_ros.nodes.common import declare, diagnostic_array, spin_node
+from efm_ros.nodes.images import ImageFormatError, image_to_rgb
+
+LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+EVENTS_QOS = QoSProfile(depth=20, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class StepsToGoNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("steps_to_go", **kwargs)
+        model_dir = declare(self, "model_dir", "models/efm_sft", "frozen Stage-1 model directory (reward graph used)", read_only=True)
+        self.robot = declare(self, "robot", self.get_namespace().strip("/") or "robot", "robot name in events and bags")
+        s = declare(self, "success_threshold", -1.0, "s in steps; < 0: from the model manifest", lo=-1.0, hi=1000.0)
+        k = declare(self, "success_k", 0, "consecutive ticks with d <= s; 0: from the model manifest", lo=0, hi=1000)
+        max_steps = declare(self, "max_episode_steps", 100, "T_max: actions per episode before a timeout", lo=1, hi=100000)
+        self.reset_timeout = declare(self, "reset_timeout_s", 5.0, "wait this long for the reset service", lo=0.1, hi=600.0)
+        retries = declare(self, "reset_retries", 3, "reset attempts before a FAULT", lo=1, hi=100)
+        self.fault_retry = declare(self, "fault_retry_s", 10.0, "retry period while faulty", lo=0.5, hi=3600.0)
+        threads = declare(self, "inference_threads", 1, "ONNX Runtime intra-op threads", lo=0, hi=64, read_only=True)
+
+        self.model = load_model(model_dir, intra_op_threads=threads)  # verifies manifest.json; raises if corrupt
+        self.config = EpisodeConfig(success_threshold=self.model.success_threshold if s < 0 else s,
+                                    success_k=self.model.success_k if k == 0 else k,
+                                    max_steps=max_steps, reset_retries=retries)
+        self.tracker = EpisodeTracker(self.config)
+        self.stats = RollingStats()
+        self.outcomes = {e.name: 0 for e in (Event.SUCCESS, Event.TIMEOUT, Event.OPERATOR_STOP, Event.FAULT)}
+        self._ids = itertools.count()
+        self._instruction = ""
+        self._prev_frame: np.ndarray | None = None
+        self._accept_after = Time(clock_type=self.get_clock().clock_type)  # frames older than the last reset are stale
+        self._reset_future = None
+        self._reset_deadline = 0.0
+        self._next_reset_at = float("inf")  # no retry planned
+        self._last_fault = ""
+
+        self.stg_pub = self.create_publisher(StepsToGo, "steps_to_go", 10)
+        self.event_pub = self.create_publisher(EpisodeEvent, "episode_event", EVENTS_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(Image, "camera/image", self._on_image, qos_profile_sensor_data)
+        self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
+        self.create_subscription(String, "operator_stop", self._on_operator_stop, 10)
+        self.reset_client = self.create_client(Trigger, "reset")
+        self.create_timer(0.05, self._poll_reset)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(f"reward model {self.model.version}: s={self.config.success_threshold:g}, "
+                               f"k={self.config.success_k}, T_max={self.config.max_steps}")
+
+    # -- inputs -------------------------------------------------------------------------------
+    def _on_instruction(self, msg: String) -> None:
+        self._instruction = msg.data
+
+    def _on_operator_stop(self, msg: String) -> None:
+        record = self.tracker.operator_stop(f"operator stop: {msg.data}" if msg.data else "operator stop")
+        if record is not None:
+            self._finish(record)
+
+    def _on_image(self, msg: Image) -> None:
+        if Time.from_msg(msg.header.stamp) <= self._accept_after:
+            self.stats.counts["stale_frames"] += 1
+            return
+        try:
+            frame = image_to_rgb(msg, expect_size=(self.model.image_size, self.model.image_size))
+        except ImageFormatError as exc:
+            self.stats.counts["rejected_frames"] += 1
+            self.get_logger().warning(f"rejected frame: {exc}", throttle_duration_sec=1.0)
+            return
+        if self.tracker.phase is Phase.WAITING:
+            if not self._instruction:
+                return
+            self._prev_frame = None
+            self._emit(self.tracker.start(self._new_episode_id(), self._instruction))
+        if self.tracker.phase is not Phase.RUNNING:
+            return
+        t0 = time.perf_counter()
+        prev = frame if self._prev_frame is None else self._prev_frame  # frame 0's previous is itself
+        d, dist = self.model.steps_to_go(frame, prev, self.tracker.instruction)
+        self._prev_frame = frame
+        result = self.tracker.tick(d)
+        out = StepsToGo(header=msg.header, episode_id=self.tracker.episode_id, step=result.step,
+                        expected_steps=float(d), distribution=np.asarray(dist, np.float32).tolist(),
+                        reward=float(result.reward), success=bool(result.success), model_version=self.model.version)
+        self.stg_pub.publish(out)
+        self.stats.tick(time.perf_counter() - t0)
+        if result.event is not None:
+            self._finish(result.event)
+
+    # -- episode end and reset ----------------------------------------------------------------
+    def _new_episode_id(self) -> str:
+        return f"{self.robot}_{time.strftime('%Y%m%dT%H%M%S')}_{next(self._ids):05d}"
+
+    def _finish(self, record: EpisodeEventRecord) -> None:
+        self.outcomes[record.event.name] += 1
+        self._emit(record)
+        self._instruction = ""  # the next episode waits for the instruction published after the reset
+        self._request_reset()
+
+    def _request_reset(self) -> None:
+        self._accept_after = self.get_clock().now()
+        if not self.reset_client.service_is_ready():
+            self._reset_failed("reset service not available")
+            return
+        self._reset_future = self.reset_client.call_async(Trigger.Request())
+        self._reset_deadline = time.monotonic() + self.reset_timeout
+        self._next_reset_at = float("inf")
+
+    def _poll_reset(self) -> None:
+        waiting = self.tracker.phase in (Phase.RESETTING, Phase.FAULT)
+        if waiting and self._reset_future is None and time.monotonic() >= self._next_reset_at:
+            self._request_reset()  # a retry (the first request is made when the episode ends)
+            return
+        fut = self._reset_future
+        if fut is None:
+            return
+        if fut.done():
+            self._reset_future = None
+            res = fut.result()
+            if res is not None and res.success:
+                self._accept_after = self.get_clock().now()
+                self._emit(self.tracker.reset_succeeded())
+            else:
+                self._reset_failed(f"robot refused: {res.message if res else 'no response'}")
+        elif time.monotonic() > self._reset_deadline:
+            self.reset_client.remove_pending_request(fut)
+            self._reset_future = None
+            self._reset_failed(f"no answer within {self.reset_timeout:g} s")
+
+    def _reset_failed(self, reason: str) -> None:
+        self.stats.counts["reset_failures"] += 1
+        self.get_logger().warning(f"reset failed: {reason}")
+        fault = self.tracker.reset_failed(reason)
+        if fault is not None:
+            self._last_fault = fault.reason
+            self.outcomes["FAULT"] += 1
+            self.get_logger().error(f"FAULT: {fault.reason}; retrying every {self.fault_retry:g} s")
+            self._emit(fault)
+        self._next_reset_at = time.monotonic() + (self.fault_retry if self.tracker.phase is Phase.FAULT else 0.5)
+
+    # -- outputs ------------------------------------------------------------------------------
+    def _emit(self, record: EpisodeEventRecord) -> None:
+        msg = EpisodeEvent(robot=self.robot, episode_id=record.episode_id, event=int(record.event),
+                           instruction=record.instruction, termination_reason=record.reason,
+                           outcome=int(record.outcome), steps=record.steps,
+                           reward_model_version=self.model.version)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.event_pub.publish(msg)
+        if record.event is not Event.START:
+            self.get_logger().info(f"{record.event.name} {record.episode_id} after {record.steps} steps {record.reason}")
+
+    def _publish_diagnostics(self) -> None:
+        values = self.stats.summary()
+        values.update({f"episodes_{k.lower()}": str(v) for k, v in self.outcomes.items()})
+        values.update({"phase": self.tracker.phase.value, "episode": self.tracker.episode_id,
+                       "model_version": self.model.version, "s": f"{self.config.success_threshold:g}",
+                       "k": str(self.config.success_k)})
+        if self.tracker.phase is Phase.FAULT:
+            level, message = DiagnosticStatus.ERROR, f"FAULT: {self._last_fault}"
+        else:
+            level, message = DiagnosticStatus.OK, self.tracker.phase.value
+        self.diag_pub.publish(diagnostic_array(self, "steps-to-go reward/success", level, message, values))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = sys.argv if argv is None else ["steps_to_go", *argv]
+    return spin_node(StepsToGoNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""The steps-to-go reward/success node with the embedded robot over loopback: episodes end on
+timeout, the robot is reset, the next episode starts; a robot whose reset fails becomes a FAULT."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def _spin_until(executor, predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        executor.spin_once(timeout_sec=0.05)
+    return predicate()
+
+
+def _start(cmd, env):
+    return subprocess.Popen([sys.executable, "-m", "efm_ros.cli", *cmd], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.stdout.read() if proc.stdout else ""
+
+
+@pytest.fixture
+def graph(python_env, sim_model_dir):
+    ns = ["--ros-args", "-r", "__ns:=/robot_3"]
+    sim = _start(["sim-robot", *ns, "-p", "control_rate_hz:=20.0", "-p", "seed:=11"], python_env)
+    stg = _start(["steps-to-go", *ns, "-p", f"model_dir:={sim_model_dir}", "-p", "max_episode_steps:=5",
+                  "-p", "success_threshold:=0.0001", "-p", "reset_timeout_s:=1.0", "-p", "reset_retries:=2",
+                  "-p", "fault_retry_s:=30.0", "-r", "camera/image:=camera/image_raw"], python_env)
+    procs = {"sim": sim, "stg": stg}
+    yield procs
+    logs = {k: _stop(p) for k, p in procs.items()}
+    print(logs["stg"][-3000:])
+
+
+def test_episodes_timeout_reset_restart_and_fault(rclpy_context, graph):
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+    from std_msgs.msg import String
+
+    from efm_ros.msg import EpisodeEvent, StepsToGo
+
+    node = rclpy.create_node("stg_tester", namespace="/robot_3", context=rclpy_context)
+    events, stg, diags = [], [], []
+    qos = QoSProfile(depth=20, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    node.create_subscription(EpisodeEvent, "episode_event", events.append, qos)
+    node.create_subscription(StepsToGo, "steps_to_go", stg.append, 50)
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    stop_pub = node.create_publisher(String, "operator_stop", 10)
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(node)
+    kinds = lambda: [e.event for e in events]  # noqa: E731
+    try:
+        # two full episodes: START, TIMEOUT (5 actions), RESET_DONE, START, TIMEOUT, ...
+        assert _spin_until(ex, lambda: kinds().count(EpisodeEvent.TIMEOUT) >= 2 and kinds().count(EpisodeEvent.START) >= 3, 60), \
+            (kinds(), graph["stg"].poll())
+        first = [e for e in events if e.event == EpisodeEvent.START][0]
+        timeout = [e for e in events if e.event == EpisodeEvent.TIMEOUT][0]
+        assert timeout.episode_id == first.episode_id and timeout.steps == 5
+        assert timeout.outcome == EpisodeEvent.OUTCOME_FAILURE and timeout.robot == "robot_3"
+        assert kinds()[kinds().index(EpisodeEvent.TIMEOUT) + 1] == EpisodeEvent.RESET_DONE
+        ep = [m for m in stg if m.episode_id == first.episode_id]
+        assert [m.step for m in ep] == list(range(6))  # frames 0..5
+        assert ep[0].reward == 0.0
+        for a, b in zip(ep, ep[1:]):  # r_t = d_{t-1} - d_t
+            assert b.reward == pytest.approx(a.expected_steps - b.expected_steps, abs=1e-4)
+        assert len(ep[0].distribution) == 50 and abs(sum(ep[0].distribution) - 1.0) < 1e-3
+        starts = [e for e in events if e.event == EpisodeEvent.START]
+        assert len({s.episode_id for s in starts}) == len(starts)  # a fresh id per episode
+
+        # the robot dies: the operator stops the episode, the reset cannot happen -> FAULT, no hang
+        graph["sim"].kill()
+        graph["sim"].wait(timeout=10)
+        n = len(events)
+        stop_pub.publish(String(data="block fell off the table"))
+        assert _spin_until(ex, lambda: EpisodeEvent.FAULT in kinds()[n:], 30), kinds()[n:]
+        stop = [e for e in events[n:] if e.event == EpisodeEvent.OPERATOR_STOP]
+        assert stop and "block fell off" in stop[0].termination_reason
+        fault = [e for e in events[n:] if e.event == EpisodeEvent.FAULT][0]
+        assert "reset failed" in fault.termination_reason
+
+        def level():
+            for arr in reversed(diags):
+                for st in arr.status:
+                    if "steps-to-go" in st.name:
+                        return st.level
+            return None
+        assert _spin_until(ex, lambda: level() == DiagnosticStatus.ERROR, 10)
+        assert graph["stg"].poll() is None, "the node must stay up while faulty"
+    finally:
+        ex.shutdown()
+        node.destroy_node()
