@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-sft": ("efm_ros.learn.sft", "Stage 1: train BC + steps-to-go on demonstration bags"),
     "export": ("efm_ros.model.export", "export a trained run to ONNX + manifest.json"),
     "eval": ("efm_ros.learn.evaluate", "evaluate an exported model on the embedded robot"),
+    "up": ("efm_ros.graph.runner", "run the whole robot graph (fleet) without ros2 launch"),
     "sim-robot": ("efm_ros.nodes.sim_robot", "run the embedded robot as a ROS 2 node"),
     "camera": ("efm_ros.nodes.camera", "run the camera/perception node"),
     "policy": ("efm_ros.nodes.policy", "run the policy node (exported model on ONNX Runtime)"),
