@@ -51,7 +51,7 @@ import torch.nn as nn
 import efm_ros
 from efm_ros.learn.objectives import expected_steps_to_go
 from efm_ros.model.manifest import MANIFEST_NAME, io_spec, verify_manifest, write_manifest
-from efm_ros.model.network import EFM, EFMConfig, load_checkpoint, random_inputs
+from efm_ros.model.network import EFM, EFMConfig, load_checkpoint, random_inputs, save_checkpoint
 from efm_ros.model.text import ENCODER_NAME, InstructionEncoder, InstructionTable
 
 INPUT_NAMES = ("frame", "prev_frame", "instruction_embedding")
@@ -61,6 +61,7 @@ GRAPH_FILES = {"policy": "policy.onnx", "reward": "reward.onnx"}
 INSTRUCTIONS_FILE = "instructions.npz"
 OPSET = 18
 PARITY_TOLERANCE = 1e-3  # export refuses a graph whose outputs drift more than this from torch
+CHECKPOINT_FILES = {"policy": "policy.safetensors", "reward": "reward_model.safetensors"}
 RUN_FILES = ("config.json", "policy.safetensors", "reward_model.safetensors", "train_meta.json")
 
 
@@ -245,6 +246,10 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
         if worst > PARITY_TOLERANCE:
             raise RuntimeError(f"ONNX output differs from torch by {worst:.2e} > {PARITY_TOLERANCE}: {parity}")
         instructions.save(tmp / INSTRUCTIONS_FILE)
+        # the torch weights travel with the graphs (listed and hashed in the manifest), so Stage 2
+        # can continue from any deployed version: load_model_checkpoints(model_dir)
+        save_checkpoint(policy, tmp / CHECKPOINT_FILES["policy"])
+        save_checkpoint(reward_model, tmp / CHECKPOINT_FILES["reward"])
         cfg = policy.config
         manifest = write_manifest(
             tmp, model_version=model_version or out_dir.name, graphs=specs, efm_config=cfg.to_dict(),
@@ -264,6 +269,19 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
         if tmp.exists():
             shutil.rmtree(tmp)
     return manifest
+
+
+def load_model_checkpoints(model_dir: str | Path) -> tuple[EFM, EFM]:
+    """The torch policy and reward model of an exported model directory (manifest verified first)."""
+    model_dir = Path(model_dir)
+    manifest = verify_manifest(model_dir)
+    missing = [f for f in CHECKPOINT_FILES.values() if f not in manifest["files"]]
+    if missing:
+        raise FileNotFoundError(f"{model_dir}: no torch checkpoints {missing} (exported before they were included?)")
+    config = EFMConfig.from_dict(manifest["efm_config"])
+    reward_config = EFMConfig.from_dict(manifest.get("export", {}).get("reward_config", manifest["efm_config"]))
+    return (load_checkpoint(model_dir / CHECKPOINT_FILES["policy"], config),
+            load_checkpoint(model_dir / CHECKPOINT_FILES["reward"], reward_config))
 
 
 def load_run(run_dir: str | Path) -> tuple[EFM, EFM, dict, InstructionTable]:

@@ -5,6 +5,8 @@ A model directory (``models/<version>/``) is what robots load:
     manifest.json       this file (schema below)
     policy.onnx         the policy checkpoint (best BC val loss, or a Stage-2 iterate)
     reward.onnx         the frozen reward / success model (best steps-to-go val loss)
+    policy.safetensors, reward_model.safetensors
+                        the torch weights of both (Stage 2 continues from any version)
     instructions.npz    instruction -> 384-d embedding table (see efm_ros.model.text)
 
 Every other file in the directory is listed under ``files`` with its sha256 and size; a node

@@ -27,7 +27,8 @@ def model(model_dir):
 def test_manifest_contents(model_dir, model):
     m = verify_manifest(model_dir)
     assert sorted(model.instructions) == sorted(INSTRUCTIONS)
-    assert set(m["files"]) == {"policy.onnx", "reward.onnx", "instructions.npz"}
+    assert set(m["files"]) == {"policy.onnx", "reward.onnx", "instructions.npz",
+                               "policy.safetensors", "reward_model.safetensors"}
     assert m["model_version"] == "v001"
     assert m["success"] == {"threshold_steps": 2.0, "consecutive": 3}
     assert m["control_rate_hz"] == 5.0 and m["training"]["data_hash"] == "sha256:test"
@@ -171,3 +172,12 @@ def test_onnx_feature_extractor_matches_backbone_features(efm):
         ref = efm.backbone_features(frames).numpy()
     got = extractor(frames.numpy())
     assert got.shape == (3, *efm.feature_shape) and np.abs(got - ref).max() < 1e-4
+
+
+def test_model_dir_carries_verified_torch_checkpoints(model_dir, efm, reward_efm):
+    from efm_ros.model.export import load_model_checkpoints
+
+    policy, reward = load_model_checkpoints(model_dir)
+    for a, b in ((policy, efm), (reward, reward_efm)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
