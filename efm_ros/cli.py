@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("efm_ros.bench", "run a benchmark and print its numbers (sim, collect, model, ...)"),
     "train-sft": ("efm_ros.learn.sft", "Stage 1: train BC + steps-to-go on demonstration bags"),
     "export": ("efm_ros.model.export", "export a trained run to ONNX + manifest.json"),
+    "improve": ("efm_ros.learn.improve", "Stage 2: self-improvement (REINFORCE) on the fleet's episode bags"),
     "eval": ("efm_ros.learn.evaluate", "evaluate an exported model on the embedded robot"),
     "up": ("efm_ros.graph.runner", "run the whole robot graph (fleet) without ros2 launch"),
     "sim-robot": ("efm_ros.nodes.sim_robot", "run the embedded robot as a ROS 2 node"),

@@ -1,0 +1,421 @@
+"""Stage 2: Self-Improvement by on-policy REINFORCE on the fleet's own episodes (paper §2, Alg. 1).
+
+    efm-ros improve --episodes-dir episodes --policy models/efm_sft --reward-model models/efm_sft --out runs/si
+
+The trainer reads each COMPLETE episode bag as the loggers commit it (bags appear atomically),
+and for every episode whose actions all carry the current policy version (strictly on-policy):
+
+  1. recomputes d(o_t, g) for every frame with the FROZEN reward model (``reward.onnx`` of
+     ``--reward-model``, never updated) and checks it against what the live reward node published,
+  2. rewards r_t = d(o_t, g) − d(o_{t+1}, g) and returns R_t = Σ γ^{i−t} r_i, γ = 0.9,
+  3. adds (o_t, o_{t−1}, g, a_t, R_t) to the buffer.
+
+Once the buffer holds ≥ N·B transitions (16 · 64 = 1024) it takes N AdamW steps on minibatches of
+B drawn without replacement, each minimising mean[−c · R_t · log π(a_t | o_t, g)], c = 0.05
+(:func:`~efm_ros.learn.objectives.reinforce_loss`), with the vision backbone frozen; clears the
+buffer; and exports the new policy as ``RUN/versions/vNNNN`` (verified, renamed into place
+atomically) — the policy nodes watching that directory hot-swap to it. Episodes of older
+versions that arrive afterwards are counted and discarded. Ground-truth success (simulation
+only, topic ``eval/success``) is recorded for the metrics and never used for reward or stopping.
+
+Over-optimisation guard (the paper's stated limitation: training past the peak lowers success):
+every iteration's versions are kept, and ``RUN/best`` names the version with the highest
+*detector* success rate (episodes ended by d ≤ s for k ticks, as judged live) averaged over a
+window of iterations, ties broken by shorter episodes. This measure is not the optimised
+quantity (the summed progress reward) and needs no ground truth, so it is what a real fleet
+can use; in simulation the ground-truth best is reported next to it for comparison.
+
+Multi-process / multi-GPU (torch.distributed DDP, an existing engine):
+
+    torchrun --nproc_per_node=2 -m efm_ros.learn.improve --episodes-dir ... --out ...
+
+Rank 0 reads episodes and builds the buffer; each update's minibatch (same indices on every
+rank) is split across ranks, DDP averages the gradients, so the result equals one process
+with batch B. Only rank 0 writes versions and metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from efm_ros.data.episode import Episode
+from efm_ros.learn.buffer import UNFINISHED_REASONS, OnPolicyBuffer, episode_returns, minibatch_indices, on_policy_filter
+from efm_ros.learn.objectives import action_entropy, action_log_prob, reinforce_loss
+
+
+@dataclass
+class ImproveConfig:
+    """Stage-2 hyper-parameters; defaults are the paper's where it gives them (§2.2, App. A.3)."""
+
+    gamma: float = 0.9
+    """discount of the Monte-Carlo return (paper)"""
+    c: float = 0.05
+    """loss scale: L = −c · R · log π (paper; keeps c·R within about [−1, 1])"""
+    batch_size: int = 64
+    """B, transitions per gradient step (paper)"""
+    updates: int = 16
+    """N, gradient steps per iteration; the buffer must hold ≥ N·B transitions (paper)"""
+    lr: float = 3e-5
+    """AdamW learning rate (not reported by the paper; 10x below our Stage-1 rate)"""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay (interacts with c, see PAPER.md §2.2)"""
+    max_grad_norm: float = 1.0
+    """gradient clipping, a safety net against rare huge returns"""
+    best_window: int = 3
+    """iterations averaged when choosing the best version (over-optimisation guard)"""
+    seed: int = 0
+    """seed of minibatch sampling"""
+    feature_threads: int = 0
+    """ONNX Runtime threads for backbone features / reward inference (0: default)"""
+
+
+class _Head(nn.Module):
+    """The trainable part of the EFM as one module (what DDP wraps)."""
+
+    def __init__(self, efm):
+        super().__init__()
+        self.efm = efm
+
+    def forward(self, features_cur, features_prev, text):
+        return self.efm.head(features_cur, features_prev, text)[0]  # action logits
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+class Improver:
+    """One Stage-2 learner: policy (trainable head), frozen reward model, buffer, versions."""
+
+    def __init__(self, policy_dir: str | Path, reward_dir: str | Path, out_dir: str | Path,
+                 config: ImproveConfig | None = None, *, ground_truth_topic: str = "eval/success"):
+        from efm_ros.model.export import OnnxFeatureExtractor, load_model_checkpoints
+        from efm_ros.model.runtime import load_model
+        from efm_ros.model.text import InstructionTable
+
+        self.config = config or ImproveConfig()
+        self.out = Path(out_dir)
+        self.rank = _dist().get_rank() if _dist() else 0
+        self.world = _dist().get_world_size() if _dist() else 1
+        if self.config.batch_size % self.world:
+            raise ValueError(f"batch size {self.config.batch_size} is not divisible by {self.world} processes")
+        self.policy_dir, self.reward_dir = Path(policy_dir), Path(reward_dir)
+        self.policy, _ = load_model_checkpoints(self.policy_dir)       # verifies the manifest
+        self.policy.eval()  # log π of the policy that acted: no dropout; the backbone stays frozen
+        self.reward = load_model(self.reward_dir, intra_op_threads=self.config.feature_threads)  # ONNX, frozen
+        self.policy_manifest = json.loads((self.policy_dir / "manifest.json").read_text())
+        self.instructions = InstructionTable.load(self.policy_dir / self.policy_manifest["instructions"]["file"])
+        self.features = OnnxFeatureExtractor(self.policy, threads=self.config.feature_threads)
+        self.version = self.policy_manifest["model_version"]
+        # REINFORCE trains the policy only: the steps-to-go head of the policy network gets no
+        # gradient (the frozen reward model is a separate network), so freeze it explicitly
+        for p in self.policy.trunk.stg_head.parameters():
+            p.requires_grad_(False)
+        self.head = _Head(self.policy)
+        self.learner = self.head
+        if _dist():
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.learner = DistributedDataParallel(self.head)
+        params = [p for p in self.head.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.buffer = OnPolicyBuffer(version=self.version)
+        self.rng = np.random.default_rng(self.config.seed)
+        self.gt_topic = ground_truth_topic
+        self.iteration = 0
+        self.seen: set[str] = set()
+        self.counts = {"episodes_used": 0, "episodes_off_policy": 0, "episodes_unfinished": 0, "episodes_bad": 0}
+        self._episode_stats: list[dict] = []
+        self.history: list[dict] = []
+        self._reward_torch = None
+        if self.rank == 0:
+            self._reward_torch = load_model_checkpoints(self.reward_dir)[1]  # re-exported unchanged each version
+            (self.out / "versions").mkdir(parents=True, exist_ok=True)
+            self._write_json("config.json", {"improve": dataclasses.asdict(self.config), "policy": str(self.policy_dir),
+                                             "reward_model": str(self.reward_dir), "initial_version": self.version,
+                                             "reward_model_version": self.reward.version, "world_size": self.world})
+
+    # -- episodes -> buffer ---------------------------------------------------------------------
+    def add_episode(self, ep: Episode) -> str:
+        """Use one recorded episode if it is complete and on-policy; returns what happened."""
+        self.seen.add(ep.episode_id)
+        if ep.termination_reason in UNFINISHED_REASONS or ep.num_steps == 0:
+            self.counts["episodes_unfinished"] += 1
+            return "unfinished"
+        ok, why = on_policy_filter(ep.policy_versions, self.version)
+        if not ok:
+            self.counts["episodes_off_policy"] += 1
+            return f"skipped: {why}"
+        frames = ep.frames
+        prev = np.concatenate([frames[:1], frames[:-1]])          # frame 0's previous frame is itself
+        d, _ = self.reward.steps_to_go(frames, prev, ep.instruction)  # frozen reward model, offline
+        rewards, returns = episode_returns(np.asarray(d, np.float64), self.config.gamma)
+        feats = self.features(frames)
+        emb = self.instructions.lookup([ep.instruction])[0]
+        T = ep.num_steps
+        self.buffer.add_episode(feats[:T], np.concatenate([feats[:1], feats[:T - 1]]),
+                                np.repeat(emb[None], T, 0), ep.tokens.astype(np.int64), returns)
+        self.counts["episodes_used"] += 1
+        self._episode_stats.append(self._episode_metrics(ep, np.asarray(d), rewards, returns))
+        return "used"
+
+    def _episode_metrics(self, ep: Episode, d, rewards, returns) -> dict:
+        m = {"episode_id": ep.episode_id, "steps": ep.num_steps, "detector_success": ep.outcome == "success",
+             "mean_reward": float(np.mean(rewards)), "return_0": float(returns[0]),
+             "entropy": float(np.mean(ep.entropies)) if len(ep.entropies) else float("nan")}
+        track = ep.steps_to_go
+        if track is not None and track.present.any():
+            live = track.expected_steps[track.present]
+            m["reward_check_max_abs_diff"] = float(np.max(np.abs(live - d[track.present])))
+        gt = [v for k, msgs in ep.extras.items() if k.endswith(self.gt_topic) for _, v in msgs]
+        if gt:
+            m["gt_success"] = bool(getattr(gt[-1], "data", gt[-1]))
+        return m
+
+    def ingest_dir(self, episodes_dir: str | Path, progress: bool = False) -> int:
+        """Read every complete episode bag not seen before; returns how many were read."""
+        from efm_ros.data.reader import EpisodeBagError, list_episodes, read_episode
+
+        new = [p for p in list_episodes(episodes_dir) if p.name not in self.seen]
+        for path in new:
+            try:
+                ep = read_episode(path, extra_topics=True, unmatched_actions="drop")
+            except EpisodeBagError as exc:
+                self.seen.add(path.name)
+                self.counts["episodes_bad"] += 1
+                print(f"improve: skipping unreadable episode: {exc}", file=sys.stderr)
+                continue
+            self.add_episode(ep)
+        return len(new)
+
+    # -- learning -------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        return self.buffer.ready(self.config.updates, self.config.batch_size)
+
+    def _shared_buffer(self) -> dict[str, np.ndarray]:
+        data = self.buffer.arrays() if self.rank == 0 else None
+        if _dist():
+            box = [data]
+            _dist().broadcast_object_list(box, src=0)
+            data = box[0]
+        return data
+
+    def update(self) -> dict:
+        """N AdamW steps on the buffer (paper: B = 64, N = 16, no reuse), then clear it."""
+        cfg = self.config
+        data = self._shared_buffer()
+        n = len(data["tokens"])
+        batches = minibatch_indices(n, cfg.updates, cfg.batch_size, self.rng)  # same on every rank (same seed)
+        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in data.items()}
+        losses, entropies, norms = [], [], []
+        for idx in batches:
+            idx = idx[self.rank::self.world]  # this rank's share; DDP averages the gradients
+            logits = self.learner(t["features_cur"][idx].float(), t["features_prev"][idx].float(), t["text"][idx])
+            logp = action_log_prob(logits, t["tokens"][idx])
+            loss = reinforce_loss(logp, t["returns"][idx], c=cfg.c)   # mean[−c · R · log π]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norms.append(float(torch.nn.utils.clip_grad_norm_(self.head.parameters(), cfg.max_grad_norm)))
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+            entropies.append(float(action_entropy(logits.detach()).mean()))
+        self.buffer.clear()
+        return {"loss": float(np.mean(losses)), "train_entropy": float(np.mean(entropies)),
+                "grad_norm": float(np.mean(norms)), "transitions": n}
+
+    def publish(self, train_stats: dict) -> dict:
+        """Export the updated policy as the next version; record the iteration's metrics."""
+        self.iteration += 1
+        stats = self._episode_stats
+        self._episode_stats = []
+        row = {"iteration": self.iteration, "version_trained_on": self.version, "episodes": len(stats),
+               **train_stats, **self._aggregate(stats), "time": time.time()}
+        new_version = f"{self.out.name}-v{self.iteration:04d}"
+        if self.rank == 0:
+            from efm_ros.model.export import export_model
+
+            m = self.reward.manifest
+            export_model(self.policy, self.out / "versions" / f"v{self.iteration:04d}", reward_model=self._reward_torch,
+                         instructions=self.instructions, success_threshold=m["success"]["threshold_steps"],
+                         success_k=m["success"]["consecutive"], control_rate_hz=m["control_rate_hz"],
+                         data_hash="stage2:" + hashlib.sha256(" ".join(sorted(s["episode_id"] for s in stats)).encode()).hexdigest()[:16],
+                         metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
+                         model_version=new_version, training={"stage": 2, "iteration": self.iteration,
+                                                              "parent_version": self.version,
+                                                              "reward_model_version": self.reward.version})
+            self.history.append({**row, "version": new_version})
+            self._write_metrics()
+            self._choose_best()
+        if _dist():
+            _dist().barrier()
+        self.version = new_version
+        self.buffer.clear(version=new_version)
+        return row
+
+    @staticmethod
+    def _aggregate(stats: list[dict]) -> dict:
+        if not stats:
+            return {}
+        col = lambda k: [s[k] for s in stats if k in s]  # noqa: E731
+        out = {"detector_success_rate": float(np.mean(col("detector_success"))),
+               "episode_length": float(np.mean(col("steps"))), "mean_reward": float(np.mean(col("mean_reward"))),
+               "mean_return": float(np.mean(col("return_0"))), "policy_entropy": float(np.nanmean(col("entropy")))}
+        if col("gt_success"):
+            out["gt_success_rate"] = float(np.mean(col("gt_success")))
+        if col("reward_check_max_abs_diff"):
+            out["reward_check_max_abs_diff"] = float(np.max(col("reward_check_max_abs_diff")))
+        return out
+
+    def _write_json(self, name: str, obj) -> None:
+        tmp = self.out / f".{name}.tmp"
+        tmp.write_text(json.dumps(obj, indent=2))
+        os.replace(tmp, self.out / name)
+
+    def _write_metrics(self) -> None:
+        keys = sorted({k for r in self.history for k in r})
+        tmp = self.out / ".metrics.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.history)
+        os.replace(tmp, self.out / "metrics.csv")
+        self._plot()
+
+    def _plot(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        it = [r["iteration"] for r in self.history]
+        panels = [("detector_success_rate", "success (detector)"), ("gt_success_rate", "success (ground truth, sim)"),
+                  ("episode_length", "episode length"), ("mean_return", "mean return R_0"),
+                  ("policy_entropy", "policy entropy (nats)")]
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+        for ax, keys in zip(axes, ((panels[0], panels[1]), (panels[2],), (panels[3],), (panels[4],))):
+            for key, label in keys:
+                ys = [r.get(key, np.nan) for r in self.history]
+                if not np.all(np.isnan(ys)):
+                    ax.plot(it, ys, marker="o", label=label)
+            ax.set_xlabel("iteration")
+            ax.set_title(", ".join(label for _, label in keys), fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.out / "curves.png", dpi=110)
+        plt.close(fig)
+
+    def _choose_best(self) -> None:
+        """Over-optimisation guard: best by windowed detector success, not by the optimised reward."""
+        w = self.config.best_window
+        scored = []
+        for i, r in enumerate(self.history):
+            window = self.history[max(0, i - w + 1):i + 1]
+            succ = np.mean([x.get("detector_success_rate", 0.0) for x in window])
+            scored.append((succ, -r.get("episode_length", 0.0), r["version"]))
+        best = max(scored)
+        gt = [r for r in self.history if "gt_success_rate" in r]
+        self._write_json("best.json", {
+            "version": best[2], "measure": f"detector success rate, mean over {w} iterations",
+            "score": best[0], "directory": f"versions/v{best[2].rsplit('-v', 1)[1]}",
+            "ground_truth_best": max(gt, key=lambda r: r["gt_success_rate"])["version"] if gt else None})
+
+    def state(self) -> dict:
+        return {"iteration": self.iteration, "version": self.version, "buffer": len(self.buffer), **self.counts}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="efm-ros improve", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--episodes-dir", required=True, type=Path, help="where the loggers commit episode bags")
+    p.add_argument("--policy", required=True, type=Path, help="exported policy to start from (models/A)")
+    p.add_argument("--reward-model", required=True, type=Path, help="frozen Stage-1 model (models/B)")
+    p.add_argument("--out", required=True, type=Path, help="run directory: versions/, metrics.csv, best.json")
+    p.add_argument("--iterations", type=int, default=0, help="stop after this many iterations (0: run until Ctrl-C)")
+    p.add_argument("--poll-s", type=float, default=1.0, help="how often to look for new episodes")
+    p.add_argument("--config", type=Path, help="YAML/JSON file with ImproveConfig fields")
+    for f in dataclasses.fields(ImproveConfig):
+        p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
+                       help=f"ImproveConfig.{f.name} (default {f.default})")
+    return p
+
+
+def config_from_args(args) -> ImproveConfig:
+    values = {}
+    if args.config:
+        import yaml
+
+        values = yaml.safe_load(args.config.read_text()) or {}
+        unknown = set(values) - {f.name for f in dataclasses.fields(ImproveConfig)}
+        if unknown:
+            raise SystemExit(f"efm-ros improve: unknown keys in {args.config}: {sorted(unknown)}")
+    for f in dataclasses.fields(ImproveConfig):
+        v = getattr(args, f.name)
+        if v is not None:
+            values[f.name] = v
+    return ImproveConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    torch.manual_seed(config.seed)
+    imp = Improver(args.policy, args.reward_model, args.out, config)
+    rank0 = imp.rank == 0
+    if rank0:
+        print(f"efm-ros improve: from {imp.version}, reward model {imp.reward.version}, "
+              f"N·B = {config.updates}·{config.batch_size}, writing {args.out}/versions", flush=True)
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.updates * config.batch_size, desc=f"iteration 1 ({imp.version})", disable=not rank0,
+                   unit="transitions")
+        while not args.iterations or imp.iteration < args.iterations:
+            ready = None
+            if rank0:
+                imp.ingest_dir(args.episodes_dir)
+                bar.n = min(len(imp.buffer), bar.total)
+                bar.set_postfix(imp.counts, refresh=True)
+                ready = imp.ready()
+            if _dist():
+                box = [ready]
+                _dist().broadcast_object_list(box, src=0)
+                ready = box[0]
+            if not ready:
+                time.sleep(args.poll_s)
+                continue
+            row = imp.publish(imp.update())
+            if rank0:
+                bar.write(f"iteration {row['iteration']}: " + ", ".join(
+                    f"{k}={row[k]:.3g}" for k in ("detector_success_rate", "gt_success_rate", "episode_length",
+                                                  "mean_return", "loss") if k in row) + f" -> {imp.version}")
+                bar.reset()
+                bar.set_description(f"iteration {imp.iteration + 1} ({imp.version})")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if _dist():
+            _dist().destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
