@@ -56,3 +56,7 @@ clean:
 
 clean-venv: clean
 	rm -rf $(VENV)
+
+# The embedded self-improvement loop end to end (needs the bundled Stage-1 model in models/efm_sft).
+demo: setup
+	$(VENV)/bin/efm-ros demo $(DEMO_ARGS)

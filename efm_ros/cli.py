@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("efm_ros.model.export", "export a trained run to ONNX + manifest.json"),
     "improve": ("efm_ros.learn.improve", "Stage 2: self-improvement (REINFORCE) on the fleet's episode bags"),
     "eval": ("efm_ros.learn.evaluate", "evaluate an exported model on the embedded robot"),
+    "demo": ("efm_ros.demo", "the embedded self-improvement loop end to end, with a before/after report"),
     "up": ("efm_ros.graph.runner", "run the whole robot graph (fleet) without ros2 launch"),
     "sim-robot": ("efm_ros.nodes.sim_robot", "run the embedded robot as a ROS 2 node"),
     "camera": ("efm_ros.nodes.camera", "run the camera/perception node"),

@@ -19,6 +19,7 @@ ARGUMENTS = {
     "params_file": ("", "parameters YAML (default: share/efm_ros/config/efm_ros.yaml)"),
     "seed": ("0", "base seed (per-robot seeds derive from it)"),
     "first_robot": ("0", "index of the first robot namespace (fleets across machines)"),
+    "watch_dir": ("", "policy versions directory to hot-swap from (the trainer's RUN/versions)"),
 }
 
 
@@ -28,7 +29,7 @@ def _nodes(context):
     specs = describe_graph(robots=int(arg["robots"]), sim=arg["sim"].lower() in ("1", "true", "yes"),
                            model=arg["model"], reward_model=arg["reward_model"] or None,
                            episodes_dir=arg["episodes_dir"], seed=int(arg["seed"]),
-                           first_robot=int(arg["first_robot"]))
+                           first_robot=int(arg["first_robot"]), watch_dir=arg["watch_dir"] or None)
     return [Node(package=PACKAGE, executable=s.executable, name=s.name, namespace=s.namespace,
                  parameters=[params_file, dict(s.overrides)], remappings=list(s.remappings),
                  output="screen", emulate_tty=True)

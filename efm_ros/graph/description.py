@@ -89,12 +89,13 @@ def robot_namespace(k: int) -> str:
 
 def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/efm_sft",
                    reward_model: str | None = None, episodes_dir: str = "episodes",
-                   seed: int = 0, first_robot: int = 0) -> list[NodeSpec]:
+                   seed: int = 0, first_robot: int = 0, watch_dir: str | None = None) -> list[NodeSpec]:
     """All nodes of a fleet of ``robots`` robots (namespaces /robot_<first_robot + k>).
 
     sim: start the embedded robot in each namespace; otherwise the lab's arm driver provides
     camera/image_raw (or the camera node reads a device, see config), cmd_vel and the reset service.
     model: exported policy directory; reward_model: the frozen Stage-1 model (default: ``model``).
+    watch_dir: directory of policy versions the policy nodes hot-swap to (the trainer's versions/).
     """
     if robots < 1:
         raise ValueError(f"robots must be >= 1, got {robots}")
@@ -109,7 +110,8 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
         specs += [
             NodeSpec("camera", ns, "camera_node", "efm_ros.nodes.camera:CameraNode", {"source": "topic"} if sim else {}),
             NodeSpec("policy", ns, "policy_node", "efm_ros.nodes.policy:PolicyNode",
-                     {"model_dir": str(model), "seed": seed * 100_003 + k}),
+                     {"model_dir": str(model), "seed": seed * 100_003 + k,
+                      **({"watch_dir": str(watch_dir)} if watch_dir else {})}),
             NodeSpec("steps_to_go", ns, "steps_to_go_node", "efm_ros.nodes.steps_to_go:StepsToGoNode",
                      {"model_dir": str(reward_model), "robot": robot}),
             NodeSpec("logger", ns, "logger_node", "efm_ros.nodes.logger:LoggerNode",

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes-dir", default="episodes", help="where the loggers write episode bags")
     p.add_argument("--params-file", default=None, help="parameters YAML (default: config/efm_ros.yaml)")
     p.add_argument("--seed", type=int, default=0, help="base seed")
+    p.add_argument("--watch-dir", default=None, help="policy versions directory to hot-swap from (trainer's versions/)")
     p.add_argument("--processes", choices=("one", "per-node"), default="one", help="process layout")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
     p.add_argument("--dry-run", action="store_true", help="print the nodes and their ROS arguments, start nothing")
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def specs_from_args(args) -> list[NodeSpec]:
     return describe_graph(robots=args.robots, sim=args.sim, model=args.model, reward_model=args.reward_model,
-                          episodes_dir=args.episodes_dir, seed=args.seed, first_robot=args.first_robot)
+                          episodes_dir=args.episodes_dir, seed=args.seed, first_robot=args.first_robot,
+                          watch_dir=args.watch_dir)
 
 
 def node_class(spec: NodeSpec):
