@@ -92,3 +92,15 @@ def test_torchrun_two_processes_give_the_single_process_result(tmp_path, sim_mod
     moved = max(float((single[k].float() - v.float()).abs().max())
                 for k, v in load_model_checkpoints(sim_model_dir)[0].state_dict().items())
     assert moved > 1e-6, "the update did nothing, so the comparison would prove nothing"
+
+
+def test_in_process_practice_spends_its_budget_and_switches_versions(tmp_path, sim_model_dir):
+    from efm_ros.learn.practice import practise_sim
+
+    res = practise_sim(sim_model_dir, sim_model_dir, tmp_path / "practice", episode_budget=10,
+                       config=ImproveConfig(**SMALL), workers=1, max_steps=8, progress=False)
+    assert res.episodes == 10 and res.iterations >= 1
+    assert res.final_version_dir == tmp_path / "practice" / "versions" / f"v{res.iterations:04d}"
+    assert load_model(res.final_version_dir).version == f"practice-v{res.iterations:04d}"
+    # episodes after the first update were collected by the new version, so they were used too
+    assert all(h["episodes"] > 0 for h in res.history)
