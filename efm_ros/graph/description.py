@@ -111,6 +111,7 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
             NodeSpec("camera", ns, "camera_node", "efm_ros.nodes.camera:CameraNode", {"source": "topic"} if sim else {}),
             NodeSpec("policy", ns, "policy_node", "efm_ros.nodes.policy:PolicyNode",
                      {"model_dir": str(model), "seed": seed * 100_003 + k,
+                      **({"trigger": "frame"} if sim else {}),  # sim camera runs at the control rate
                       **({"watch_dir": str(watch_dir)} if watch_dir else {})}),
             NodeSpec("steps_to_go", ns, "steps_to_go_node", "efm_ros.nodes.steps_to_go:StepsToGoNode",
                      {"model_dir": str(reward_model), "robot": robot}),

@@ -34,11 +34,23 @@ def diagnostic_array(node, name: str, level: bytes, message: str, values: dict[s
 
 
 def spin_node(make_node: Callable[[], Any], args: list[str] | None = None) -> int:
-    """Standard main(): init, spin until Ctrl-C / external shutdown, clean teardown."""
+    """Standard main(): init, spin until Ctrl-C / SIGTERM, clean teardown.
+
+    rclpy's own signal handler would shut the context down before ``close()`` runs (so a node
+    could not, say, send its final zero velocity or commit its bag); instead SIGINT and SIGTERM
+    raise KeyboardInterrupt here and the context stays valid until the node has closed.
+    """
+    import signal
+
     import rclpy
     from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=sys.argv if args is None else args)
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = make_node()

@@ -103,8 +103,7 @@ def test_launch_file_builds_exactly_the_described_nodes(monkeypatch):
             ("efm_ros", spec_.executable, spec_.name, spec_.namespace)
         assert kw["parameters"] == [str(default_params_file()), spec_.overrides]
         assert kw["remappings"] == list(spec_.remappings)
-        assert (REPO / "scripts" / spec_.executable).exists() or spec_.name in ("camera", "policy", "logger"), \
-            f"no executable scripts/{spec_.executable} for colcon"
+        assert (REPO / "scripts" / spec_.executable).exists(), f"no executable scripts/{spec_.executable} for colcon"
 
 
 def test_runner_composes_real_nodes_with_the_described_namespaces_and_parameters(rclpy_context, sim_model_dir):

@@ -1,0 +1,1 @@
+"""Camera-side image processing shared by the nodes (pure numpy/OpenCV, no ROS import)."""
