@@ -1,0 +1,212 @@
+"""``efm-ros experiment``: the paper's experiments on the embedded robot (PAPER.md §4).
+
+    efm-ros experiment figure3   --demos data/demos --n 100 --seeds 0 1 2 --out runs/fig3
+    efm-ros experiment novel     --model models/efm_sft --episodes 200 --out runs/novel
+    efm-ros experiment rm-ablation --demos data/demos --n 100 --seeds 0 1 2 --out runs/rm_ablation
+
+figure3 (Figure 3 analogue), per seed:
+  BC(n)       Stage 1 on the first n demonstrations (policy = best BC val loss checkpoint),
+  BC(8n)      Stage 1 on the first 8n demonstrations,
+  SFT(n)+SI   Stage 2 from SFT(n) with SFT(n)'s frozen reward model, practising Block2Block on the
+              embedded robot for at most ``--si-fraction`` × n episodes (paper: +10 % robot time);
+              the version evaluated is the one chosen WITHOUT ground truth (best.json).
+novel: the policy practises pushing the elongated bar (never in any demonstration; BananaTable
+  analogue): ground-truth success on the bar before and after.
+rm-ablation (Figure 4 left): SI from the same SFT(n) policy with a reward model whose vision
+  backbone was pretrained (ImageNet) vs randomly initialised.
+
+Every number is ground-truth success (95 % Wilson interval) on the same fixed evaluation seeds,
+from :func:`efm_ros.learn.evaluate.evaluate_policy`. Results: ``OUT/results.json`` and
+``OUT/results.md`` (a table) and ``OUT/results.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+EVAL_SEED = 77_000  # fixed evaluation seeds, disjoint from demo, practice and calibration seeds
+
+
+def _train_and_export(demos: Path, n: int, seed: int, out: Path, *, steps: int, random_init: bool = False) -> Path:
+    """Stage 1 on the first n demos; returns the exported model directory (cached if present)."""
+    from efm_ros.learn.sft import SFTConfig, train
+    from efm_ros.model.export import main as export_main
+
+    model_dir = out / "model"
+    if (model_dir / "manifest.json").exists():
+        return model_dir
+    run = out / "run"
+    train(SFTConfig(demos=str(demos), out=str(run), steps=steps, seed=seed, max_episodes=n, random_init=random_init,
+                    cache_dir=str(demos.parent / f"{demos.name}_features{'_random' if random_init else ''}")))
+    if export_main([str(run), "--out", str(model_dir), "--force"]) != 0:
+        raise RuntimeError(f"export of {run} failed")
+    return model_dir
+
+
+def _evaluate(model_dir: Path, episodes: int, workers: int, **kwargs) -> dict:
+    from efm_ros.learn.evaluate import evaluate_policy
+
+    r = evaluate_policy(model_dir, episodes, seed=EVAL_SEED, workers=workers, progress=False, **kwargs)
+    gt = r["ground_truth"]
+    return {"success": gt["success_rate"], "ci95": gt["ci95"], "episodes": gt["episodes"],
+            "mean_length": gt["mean_length"], "model": str(model_dir)}
+
+
+def _practise(policy: Path, reward: Path, out: Path, budget: int, seed: int, workers: int, robot_kwargs=None,
+              lr: float | None = None) -> dict:
+    from efm_ros.learn.improve import ImproveConfig
+    from efm_ros.learn.practice import practise_sim
+
+    cfg = ImproveConfig(seed=seed, **({"lr": lr} if lr else {}))
+    res = practise_sim(policy, reward, out, episode_budget=budget, config=cfg, workers=workers, seed=seed,
+                       robot_kwargs=robot_kwargs)
+    return {"episodes": res.episodes, "iterations": res.iterations, "seconds": res.seconds,
+            "best": str(res.best_version_dir) if res.best_version_dir else None, "final": str(res.final_version_dir)}
+
+
+def figure3(args) -> dict:
+    out = Path(args.out)
+    results = {"n": args.n, "si_fraction": args.si_fraction, "seeds": {}, "eval_episodes": args.eval_episodes}
+    for seed in args.seeds:
+        t0 = time.monotonic()
+        sd = out / f"seed{seed}"
+        small = _train_and_export(args.demos, args.n, seed, sd / "bc_n", steps=args.steps)
+        large = _train_and_export(args.demos, 8 * args.n, seed, sd / "bc_8n", steps=args.steps_large or args.steps)
+        budget = max(1, math.floor(args.si_fraction * args.n))
+        si = _practise(small, small, sd / "si", budget, seed, args.workers, {"families": ["block2block"]}, args.lr)
+        row = {"BC(n)": _evaluate(small, args.eval_episodes, args.workers, families=["block2block"]),
+               "BC(8n)": _evaluate(large, args.eval_episodes, args.workers, families=["block2block"]),
+               "practice": si}
+        if si["best"]:
+            row["SFT(n)+SI"] = _evaluate(Path(si["best"]), args.eval_episodes, args.workers, families=["block2block"])
+        row["seconds"] = time.monotonic() - t0
+        results["seeds"][str(seed)] = row
+        _write(out, results, ("BC(n)", "BC(8n)", "SFT(n)+SI"), "Figure 3 analogue: Block2Block ground-truth success")
+    return results
+
+
+def novel(args) -> dict:
+    """Practise on the novel bar: add its instructions to the model, evaluate, practise, evaluate."""
+    from efm_ros.model.export import export_model, load_model_checkpoints
+    from efm_ros.model.manifest import verify_manifest
+    from efm_ros.model.text import InstructionEncoder, InstructionTable
+    from efm_ros.sim.instructions import all_instructions
+
+    out = Path(args.out)
+    base = out / "model_with_bar"
+    if not (base / "manifest.json").exists():
+        m = verify_manifest(args.model)
+        table = InstructionTable.load(Path(args.model) / m["instructions"]["file"])
+        bar = [t for t in all_instructions(("bar2location",)) if t not in table]
+        for text, emb in zip(bar, InstructionEncoder().encode(bar)):
+            table.add(text, emb)
+        policy, reward = load_model_checkpoints(args.model)
+        export_model(policy, base, reward_model=reward, instructions=table,
+                     success_threshold=m["success"]["threshold_steps"], success_k=m["success"]["consecutive"],
+                     control_rate_hz=m["control_rate_hz"], data_hash=m.get("data_hash", ""), metrics=m.get("metrics", {}),
+                     model_version=f"{m['model_version']}+bar", overwrite=True)
+    results = {"seeds": {}, "eval_episodes": args.eval_episodes}
+    for seed in args.seeds:
+        si = _practise(base, base, out / f"seed{seed}" / "si", args.episodes, seed, args.workers,
+                       {"variant": "novel_bar"}, args.lr)
+        row = {"before": _evaluate(base, args.eval_episodes, args.workers, variant="novel_bar"), "practice": si}
+        if si["best"]:
+            row["after"] = _evaluate(Path(si["best"]), args.eval_episodes, args.workers, variant="novel_bar")
+        results["seeds"][str(seed)] = row
+        _write(out, results, ("before", "after"), "Novel object (bar, never demonstrated): ground-truth success")
+    return results
+
+
+def rm_ablation(args) -> dict:
+    out = Path(args.out)
+    results = {"n": args.n, "seeds": {}, "eval_episodes": args.eval_episodes}
+    budget = max(1, math.floor(args.si_fraction * args.n))
+    for seed in args.seeds:
+        sd = out / f"seed{seed}"
+        policy = _train_and_export(args.demos, args.n, seed, sd / "pretrained", steps=args.steps)
+        scratch = _train_and_export(args.demos, args.n, seed, sd / "random_init", steps=args.steps, random_init=True)
+        row = {"SFT(n)": _evaluate(policy, args.eval_episodes, args.workers, families=["block2block"])}
+        for name, rm in (("SI, pretrained RM", policy), ("SI, random-init RM", scratch)):
+            si = _practise(policy, rm, sd / name.replace(" ", "_").replace(",", ""), budget, seed, args.workers,
+                           {"families": ["block2block"]}, args.lr)
+            row[f"practice {name}"] = si
+            if si["best"]:
+                row[name] = _evaluate(Path(si["best"]), args.eval_episodes, args.workers, families=["block2block"])
+        results["seeds"][str(seed)] = row
+        _write(out, results, ("SFT(n)", "SI, pretrained RM", "SI, random-init RM"),
+               "Reward-model pretraining ablation: Block2Block ground-truth success")
+    return results
+
+
+def _write(out: Path, results: dict, methods: tuple[str, ...], title: str) -> None:
+    """results.json, a markdown table (per seed and mean) and a bar plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    seeds = results["seeds"]
+    lines = [f"### {title}", "", "| seed | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    means = {}
+    for seed, row in seeds.items():
+        cells = []
+        for m in methods:
+            r = row.get(m)
+            cells.append("—" if r is None else f"{r['success']:.1%} [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]")
+            if r is not None:
+                means.setdefault(m, []).append(r["success"])
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    lines.append("| mean | " + " | ".join(f"{np.mean(means[m]):.1%}" if m in means else "—" for m in methods) + " |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(methods), 3.6))
+    for i, m in enumerate(methods):
+        ys = means.get(m, [])
+        ax.bar(i, np.mean(ys) if ys else 0, color="#2b7bba" if "SI" in m or m == "after" else "#999999", alpha=0.8)
+        ax.scatter([i] * len(ys), ys, color="k", zorder=3, s=12)
+    ax.set_xticks(range(len(methods)), methods)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("ground-truth success")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "results.png", dpi=110)
+    plt.close(fig)
+    print("\n".join(lines), flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="efm-ros experiment", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = p.add_subparsers(dest="which", required=True)
+    for name in ("figure3", "rm-ablation"):
+        s = sub.add_parser(name)
+        s.add_argument("--demos", type=Path, required=True, help="demonstration bags (at least 8n for figure3)")
+        s.add_argument("--n", type=int, required=True, help="the small demonstration set size")
+        s.add_argument("--steps", type=int, default=3000, help="Stage-1 training steps")
+        s.add_argument("--steps-large", type=int, default=None, help="Stage-1 steps for BC(8n) (default --steps)")
+        s.add_argument("--si-fraction", type=float, default=0.1, help="practice episodes as a fraction of n")
+    n = sub.add_parser("novel")
+    n.add_argument("--model", type=Path, default=Path("models/efm_sft"), help="Stage-1 model")
+    n.add_argument("--episodes", type=int, default=200, help="practice episodes on the bar")
+    for s in sub.choices.values():
+        s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        s.add_argument("--out", type=Path, required=True)
+        s.add_argument("--eval-episodes", type=int, default=100)
+        s.add_argument("--workers", type=int, default=2)
+        s.add_argument("--lr", type=float, default=None, help="Stage-2 learning rate (default ImproveConfig.lr)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    {"figure3": figure3, "novel": novel, "rm-ablation": rm_ablation}[args.which](args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
