@@ -10,7 +10,9 @@ A bag is written inside ``DIR/.staging/`` and moved to ``DIR/<episode_id>/`` wit
 ``os.rename`` only after the MCAP summary and metadata.yaml are written and fsynced, so anything
 scanning ``DIR`` (the trainer, :func:`efm_ros.data.reader.list_episodes`) never sees a partial bag.
 A failed write (full disk, I/O error, exception in the caller) removes its staging directory and
-never touches completed episodes. A process killed mid-episode leaves its staging directory
+never touches completed episodes; a live recorder passes ``keep_staging_on_error=True`` so that
+what it recorded before the failure stays in ``.staging/`` for :mod:`efm_ros.data.recover`
+instead. A process killed mid-episode leaves its staging directory
 behind; it has no metadata.yaml, is never listed, and :mod:`efm_ros.data.recover` can salvage it.
 
 One writer per episode id at a time: a writer holds an exclusive ``flock`` on
@@ -21,7 +23,11 @@ existence check + rename cannot race another writer.
 
 Crash loss is bounded by small MCAP chunks (``chunk_bytes``, default 256 KiB; rosbags' own writer
 has a fixed 1 MiB chunk and no option for it, so :class:`_ChunkedMcapWriter` adds one), each flushed
-to the OS as soon as it is complete.
+to the OS as soon as it is complete. A size bound alone is a time bound only at a known data rate
+(256 KiB is ~1 s of 96x96 frames at 10 Hz, but minutes of small messages), so a live recorder also
+sets ``max_unflushed_s``: a chunk is closed once its oldest message has waited that long, checked on
+every write and by :meth:`EpisodeBagWriter.flush_if_due`, which the recorder calls periodically so
+that the bound holds when messages stop arriving too.
 
 The rosbags ``Writer`` context manager is deliberately not used: it aborts (no metadata.yaml, last
 chunk lost) on ``KeyboardInterrupt``/``SystemExit``. :class:`EpisodeBagWriter` has explicit
@@ -49,6 +55,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -90,18 +97,36 @@ def _locked(method):
 
 
 class _ChunkedMcapWriter(McapWriter):
-    """rosbags' MCAP storage with a configurable chunk size and a flush after every chunk."""
+    """rosbags' MCAP storage with a chunk size limit, an age limit and a flush after every chunk."""
 
     chunk_bytes = DEFAULT_CHUNK_BYTES
+    max_unflushed_s: float | None = None
+    _pending_since: float | None = None  # monotonic time of the oldest message of the open chunk
 
     def write(self, connection, timestamp: int, data: bytes | memoryview) -> None:
         super().write(connection, timestamp, data)  # closes the chunk itself at 1 MiB
-        if self.chunk.bio.tell() >= self.chunk_bytes:
+        if not self.chunk.msgs:  # super() just closed the chunk
+            return
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
+        if self.chunk.bio.tell() >= self.chunk_bytes or self._due(time.monotonic()):
             self.close_chunk()
+
+    def _due(self, now: float) -> bool:
+        return (self.max_unflushed_s is not None and self._pending_since is not None
+                and now - self._pending_since >= self.max_unflushed_s)
+
+    def flush_if_due(self) -> bool:
+        """Close the open chunk if its oldest message is ``max_unflushed_s`` old; True if it did."""
+        if self.chunk.msgs and self._due(time.monotonic()):
+            self.close_chunk()
+            return True
+        return False
 
     def close_chunk(self) -> None:
         super().close_chunk()
         self.bio.flush()  # a complete chunk reaches the OS now, not when the buffer fills
+        self._pending_since = None
 
 
 class _Rosbag2Writer(Writer):
@@ -194,6 +219,8 @@ class EpisodeBagWriter:
         compression: str | None = None,
         fsync: bool = True,
         replace_stale_staging: bool = False,
+        max_unflushed_s: float | None = None,
+        keep_staging_on_error: bool = False,
     ) -> None:
         """
         Args:
@@ -206,6 +233,12 @@ class EpisodeBagWriter:
             fsync: fsync the bag files and directories before the bag becomes visible.
             replace_stale_staging: delete a leftover ``.staging/<episode_id>`` of an interrupted
                 earlier run instead of refusing to start.
+            max_unflushed_s: also close (and flush) a chunk once its oldest message is this old
+                (``None``: size only). Bounds crash loss in time at any data rate; call
+                :meth:`flush_if_due` periodically so it holds when messages stop too.
+            keep_staging_on_error: when a write fails after :meth:`open` succeeded (full disk,
+                I/O error), keep the staging bag for :mod:`efm_ros.data.recover` instead of
+                removing it (the writer still closes its files and releases the episode lock).
         """
         self.episodes_dir = Path(episodes_dir)
         self.episode_id = _check_episode_id(episode_id)
@@ -219,6 +252,10 @@ class EpisodeBagWriter:
         if compression not in (None, "zstd"):
             raise ValueError(f"compression must be None or 'zstd', got {compression!r}")
         self.chunk_bytes = int(chunk_bytes)
+        if max_unflushed_s is not None and not max_unflushed_s > 0:
+            raise ValueError(f"max_unflushed_s must be > 0 or None, got {max_unflushed_s}")
+        self.max_unflushed_s = None if max_unflushed_s is None else float(max_unflushed_s)
+        self.keep_staging_on_error = keep_staging_on_error
         self.compression = compression
         self.fsync = fsync
         self.replace_stale_staging = replace_stale_staging
@@ -278,8 +315,9 @@ class EpisodeBagWriter:
                 writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
             writer.open()
         except OSError as exc:
-            self._fail(exc, "cannot create the bag")
+            self._fail(exc, "cannot create the bag", keep=False)  # nothing recorded yet
         writer.storage.chunk_bytes = self.chunk_bytes
+        writer.storage.max_unflushed_s = self.max_unflushed_s
         self._writer = writer
         self._state = "open"
         return self.staging_path
@@ -351,6 +389,20 @@ class EpisodeBagWriter:
             shutil.rmtree(self.staging_path, ignore_errors=True)
         self._state = "aborted"
         self._release_id_lock()
+
+    @_locked
+    def flush_if_due(self) -> bool:
+        """Write the open chunk out if it holds data older than ``max_unflushed_s``; True if it did.
+
+        A no-op unless the bag is open and ``max_unflushed_s`` is set. Thread-safe: a recorder
+        calls it from a timer while messages are written from elsewhere.
+        """
+        if self._state != "open" or self.max_unflushed_s is None:
+            return False
+        try:
+            return self._writer.storage.flush_if_due()
+        except OSError as exc:
+            self._fail(exc, "cannot write to the bag")
 
     @property
     def state(self) -> str:
@@ -461,6 +513,8 @@ class EpisodeBagWriter:
             steps=int(record.steps),
             policy_version=record.policy_version,
             reward_model_version=record.reward_model_version,
+            success_threshold=float(record.success_threshold),
+            success_k=int(record.success_k),
         )
         log_time = record.stamp_ns if log_time_ns is None else log_time_ns
         self.add_message(itf.EPISODE_EVENT_TOPIC, itf.EPISODE_EVENT_TYPE, msg, log_time)
@@ -537,16 +591,41 @@ class EpisodeBagWriter:
             self._fail(exc, "cannot write to the bag")
         self.topic_counts[self._topic(topic)] += 1
 
-    def _fail(self, exc: OSError, what: str) -> NoReturn:
-        """Abort (remove the staging bag) and raise a clear error naming the episode and directory."""
-        self.abort()
+    def _fail(self, exc: OSError, what: str, *, keep: bool | None = None) -> NoReturn:
+        """Abort and raise a clear error naming the episode and directory.
+
+        The staging bag is removed, or kept for recovery when ``keep`` (default:
+        ``keep_staging_on_error``) and it holds something.
+        """
+        keep = self.keep_staging_on_error if keep is None else keep
+        if keep and self._state == "open":  # writing or finishing failed: chunks written so far are on disk
+            self._keep_for_recovery()
+            fate = f"the incomplete bag was kept at {str(self.staging_path)!r} for recover-bag"
+        else:
+            self.abort()
+            fate = "the incomplete bag was removed"
         reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         where = exc.filename or self.staging_path
         raise EpisodeWriteError(
             exc.errno or errno.EIO,
             f"{what} of episode {self.episode_id!r} in {str(self.episodes_dir)!r}: {reason} ({where}); "
-            "the incomplete bag was removed, completed episodes are untouched",
+            f"{fate}, completed episodes are untouched",
         ) from exc
+
+    def _keep_for_recovery(self) -> None:
+        """Close the files without a summary and release the lock, leaving a crashed-like staging bag."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.abort()
+            except Exception:  # noqa: BLE001 - best effort (e.g. ENOSPC again while flushing)
+                pass
+        try:  # a metadata.yaml cut by the failure would make recover-bag take the bag for complete
+            (self.staging_path / "metadata.yaml").unlink()
+        except OSError:
+            pass
+        self._state = "aborted"
+        self._release_id_lock()
 
 
 def write_episode(

@@ -57,6 +57,9 @@ class EventRecord:
     instruction: str = ""
     policy_version: str = ""
     reward_model_version: str = ""
+    success_threshold: float = 0.0
+    """s of the success detector that judged the episode (0 with success_k = 0: unknown)"""
+    success_k: int = 0
 
     def __post_init__(self) -> None:
         if self.event not in EVENTS:

@@ -321,6 +321,7 @@ def _assemble(bag_dir, custom, topics, raw, counts, unmatched_actions) -> Episod
         events.append(EventRecord(
             _stamp_ns(m), itf.EVENTS[m.event], itf.OUTCOMES[m.outcome], m.termination_reason, int(m.steps),
             m.instruction, m.policy_version, m.reward_model_version,
+            float(getattr(m, "success_threshold", 0.0)), int(getattr(m, "success_k", 0)),  # absent in older bags
         ))
     terminal = [e for e in events if e.event in _TERMINAL_EVENTS]
     instr_msgs = raw.pop(topics.get(itf.INSTRUCTION_TOPIC), [])

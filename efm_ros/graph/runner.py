@@ -133,9 +133,20 @@ def run_per_node(specs: list[NodeSpec], params_file: str | Path, stop: threading
     return rc
 
 
+def use_large_image_transport(params_file: str | Path) -> None:
+    """Camera frames over 512 KB need a bigger Fast DDS shared-memory segment (config/fastdds_shm_big.xml);
+    set it for this process and its children unless the user chose a transport themselves."""
+    if "FASTDDS_DEFAULT_PROFILES_FILE" in os.environ or "FASTDDS_BUILTIN_TRANSPORTS" in os.environ:
+        return
+    profile = Path(params_file).with_name("fastdds_shm_big.xml")
+    if profile.exists():
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     params_file = args.params_file or str(default_params_file())
+    use_large_image_transport(default_params_file())
     specs = specs_from_args(args)
     if args.dry_run:
         for s in specs:

@@ -66,7 +66,8 @@ def rollout(robot, policy, reward_model, *, seed: int, episode_id: str, robot_na
     events = [EventRecord(0, "start", instruction=text),
               EventRecord(int(stamps[-1]), _EVENT[int(end.event)], outcome=outcome, termination_reason=end.reason,
                           steps=T, instruction=text, policy_version=policy.version,
-                          reward_model_version=reward_model.version)]
+                          reward_model_version=reward_model.version,
+                          success_threshold=tracker.config.success_threshold, success_k=tracker.config.success_k)]
     return Episode(robot=robot_name, episode_id=episode_id, instruction=text, frames=np.stack(frames),
                    frame_stamps_ns=stamps, actions=np.asarray(actions, np.float32).reshape(T, -1),
                    tokens=np.asarray(tokens, np.int32).reshape(T, -1), log_probs=np.asarray(logps, np.float32),

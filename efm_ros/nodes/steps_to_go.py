@@ -179,7 +179,8 @@ class StepsToGoNode(Node):
         msg = EpisodeEvent(robot=self.robot, episode_id=record.episode_id, event=int(record.event),
                            instruction=record.instruction, termination_reason=record.reason,
                            outcome=int(record.outcome), steps=record.steps,
-                           reward_model_version=self.model.version)
+                           reward_model_version=self.model.version,
+                           success_threshold=float(self.config.success_threshold), success_k=self.config.success_k)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.event_pub.publish(msg)
         if record.event is not Event.START:
