@@ -71,6 +71,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
@@ -122,9 +123,12 @@ class LoggerNode(Node):
                                         lo=0.05, hi=60.0, read_only=True)
         self.depth = declare(self, "queue_depth", 50, "history depth of each subscription (KEEP_LAST)",
                              lo=1, hi=10000, read_only=True)
-        self.exclude = list(self.declare_parameter("exclude_topics", [], ParameterDescriptor(
+        # declared by type, not by an empty default: rclpy would type [] as a BYTE_ARRAY and then
+        # refuse the string list of a params file
+        self.exclude = list(self.declare_parameter("exclude_topics", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
             description="topics not recorded: names or fnmatch patterns relative to the namespace "
-                        "(e.g. camera/image_raw)", type=ParameterType.PARAMETER_STRING_ARRAY, read_only=True)).value)
+                        "(e.g. camera/image_raw)", type=ParameterType.PARAMETER_STRING_ARRAY, read_only=True)).value
+                            or [])
         self.include_hidden = declare(self, "include_hidden_topics", False, "also record hidden topics (_name)",
                                       read_only=True)
         self.chunk_bytes = declare(self, "chunk_bytes", DEFAULT_CHUNK_BYTES, "MCAP chunk size, bytes",
@@ -405,7 +409,7 @@ class LoggerNode(Node):
     # -- shutdown -----------------------------------------------------------------------------------
     def close(self, timeout_s: float = 60.0) -> None:
         """Write everything received, close the open bag as not terminated; idempotent."""
-        if self._closed:
+        if getattr(self, "_closed", True):  # closed already, or the constructor did not get this far
             return
         self._closed = True
         with self._cond:

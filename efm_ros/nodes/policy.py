@@ -236,20 +236,20 @@ class PolicyNode(LifecycleNode):
 
     def _on_event(self, msg: EpisodeEvent) -> None:
         with self._lock:
+            stamp = Time.from_msg(msg.header.stamp)
             if msg.event == EpisodeEvent.START:
                 self._episode, self._step, self._prev, self._ended = msg.episode_id, 0, None, False
                 if msg.instruction:
                     self._instruction = msg.instruction
+                if stamp.nanoseconds:  # an episode's frames come after its START (steps_to_go node)
+                    self._accept_after = stamp
             elif msg.event in TERMINAL and msg.episode_id in ("", self._episode):
                 self._ended = True
-                stamp = Time.from_msg(msg.header.stamp)
                 if stamp.nanoseconds:
                     self._accept_after = stamp
         if msg.event in EVENT_NAMES:
             self.get_logger().info(f"episode {msg.episode_id!r}: {EVENT_NAMES[msg.event]}"
                                    + ("" if msg.event == EpisodeEvent.START else ", holding still until the next START"))
-        if msg.event == EpisodeEvent.START and self.trigger == "frame":
-            self._tick(on_frame=True)   # the episode's first frame usually arrived just before its START
 
     # -- control tick -------------------------------------------------------------------------
     def _tick(self, on_frame: bool = False) -> None:

@@ -106,8 +106,13 @@ class StepsToGoNode(Node):
         if self.tracker.phase is Phase.WAITING:
             if not self._instruction:
                 return
+            # The frame that opens an episode is not part of it: START goes out first, so the
+            # policy (which acts only inside episodes) and the logger (which opens the bag on
+            # START) see the episode's frame 0 — the next frame — as its first.
             self._prev_frame = None
+            self._accept_after = Time.from_msg(msg.header.stamp)
             self._emit(self.tracker.start(self._new_episode_id(), self._instruction))
+            return
         if self.tracker.phase is not Phase.RUNNING:
             return
         t0 = time.perf_counter()
