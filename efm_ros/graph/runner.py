@@ -104,12 +104,15 @@ class InProcessGraph:
             self.context.try_shutdown()
 
 
+def start_node_process(spec: NodeSpec, params_file: str | Path, env: dict | None = None, **popen) -> subprocess.Popen:
+    """One node in its own process, as ros2 launch starts it: ``python -m <module> --ros-args ...``."""
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+    module = spec.entry.partition(":")[0]
+    return subprocess.Popen([sys.executable, "-m", module, *spec.ros_arguments(params_file)], env=env, **popen)
+
+
 def run_per_node(specs: list[NodeSpec], params_file: str | Path, stop: threading.Event, duration: float) -> int:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    procs = []
-    for spec in specs:
-        module = spec.entry.partition(":")[0]
-        procs.append(subprocess.Popen([sys.executable, "-m", module, *spec.ros_arguments(params_file)], env=env))
+    procs = [start_node_process(spec, params_file) for spec in specs]
     deadline = time.monotonic() + duration if duration > 0 else float("inf")
     rc = 0
     try:
