@@ -1,0 +1,485 @@
+"""Stage 1, supervised fine-tuning (paper §1): behaviour cloning + steps-to-go on demonstrations.
+
+    efm-ros collect-demos --episodes 100 --out data/demos_s0 --seed 0
+    efm-ros train-sft --demos data/demos_s0 --out runs/sft --steps 3000
+    efm-ros export runs/sft --out models/efm_sft
+
+One network, two objectives, each batch split evenly between them (paper App. A.3):
+
+    L = L_BC + L_stg
+    L_BC  = -mean log p(a_t | o_t, o_{t-1}, g)          B/2 examples: frames t = 0..T-1, action tokens t
+    L_stg = -mean log p_stg(bin(T - t) | o_t, o_{t-1}, g)  B/2 examples: frames t = 0..T incl. the goal frame
+
+(``efm_ros.learn.objectives``; g = the episode's instruction, T - t = steps to the episode's end,
+which for a demonstration is its goal.) The vision backbone is frozen, so its features are
+computed once per frame by the exported ONNX backbone and cached (``efm_ros.learn.features``:
+what is cached and why train and serve see the same numbers); only the head trains.
+
+Validation is BY EPISODE (a held-out ``--val-fraction`` of the episodes, drawn with ``--seed``).
+Checkpoints (paper §1): the best BC validation loss -> ``policy.safetensors``, the best steps-to-go
+validation loss -> ``reward_model.safetensors``; they may be different steps. At the end the
+success threshold s (success = d <= s for k ticks) is calibrated with the reward model on the
+held-out demonstrations and on failed rollouts (``efm_ros.learn.calibrate``), and the run is
+written in the layout ``efm-ros export`` reads (``efm_ros.model.export``):
+
+    RUN/config.json  policy.safetensors  reward_model.safetensors  train_meta.json
+        instructions.npz  metrics.csv  curves.png  features/ (the cache, unless --cache-dir)
+
+``--random-init`` trains on a randomly initialised (frozen) backbone: the paper's "Scratch"
+ablation (§4.2). Stage 1 trains on one CPU process; the head is ~1M parameters.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from efm_ros.learn.features import EpisodeFeatures, frame_pairs
+
+
+@dataclass
+class SFTConfig:
+    """One Stage-1 run (every field is a ``train-sft`` option)."""
+
+    demos: str = ""
+    """directory of demonstration episode bags (``efm-ros collect-demos``)"""
+    out: str = "runs/sft"
+    """run directory to write (config, checkpoints, train_meta, metrics, curves)"""
+    steps: int = 3000
+    """optimizer steps (~30 epochs of 100 demos; past the best val BC loss, which is what we keep)"""
+    epochs: float | None = None
+    """if set, overrides steps: passes over the training BC examples (B/2 of them per step)"""
+    batch_size: int = 128
+    """examples per step, half BC and half steps-to-go (paper A.3: 128)"""
+    lr: float = 1e-3
+    """peak AdamW learning rate; the ~1M-parameter head starts from scratch, so 1e-3 (not a fine-tuning 1e-5)"""
+    warmup_steps: int = 100
+    """linear warm-up: Adam's early steps are noisy while its moment estimates settle"""
+    min_lr_ratio: float = 0.1
+    """cosine decay from lr to lr * min_lr_ratio at the last step (nanoGPT's schedule)"""
+    weight_decay: float = 0.05
+    """AdamW decoupled weight decay on the head's matrices (a little regularisation: demos are few)"""
+    grad_clip: float = 1.0
+    """max global gradient norm"""
+    seed: int = 0
+    """seed of the validation split, head initialisation, batch order (and a random backbone)"""
+    val_fraction: float = 0.1
+    """fraction of the episodes held out for validation (by episode)"""
+    random_init: bool = False
+    """randomly initialised backbone (the "Scratch" ablation); still frozen"""
+    max_episodes: int | None = None
+    """use only the first N episodes (sorted by id), e.g. the n of a data-scaling experiment"""
+    eval_every: int = 100
+    """steps between validations (and checkpoint selection)"""
+    calibration_failures: int = 100
+    """failed rollouts simulated for calibrating the success threshold (0: held-out demos only)"""
+    cache_dir: str | None = None
+    """feature cache directory (default RUN/features; share one across runs of the same demos)"""
+    threads: int = 0
+    """torch / ONNX Runtime threads (0: their defaults)"""
+    progress: bool = True
+    """tqdm progress bars"""
+
+
+# ---------------------------------------------------------------------------------------- data
+def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic split by episode: (train indices, val indices), both sorted.
+
+    At least one validation episode when there are two or more episodes and val_fraction > 0.
+    """
+    n_val = int(round(val_fraction * num_episodes))
+    if val_fraction > 0 and num_episodes >= 2:
+        n_val = min(max(n_val, 1), num_episodes - 1)
+    perm = np.random.default_rng([seed, 0x5F7]).permutation(num_episodes)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@dataclass
+class Examples:
+    """Training examples of one objective: rows into the feature table and a target each."""
+
+    cur: np.ndarray
+    """int64 (M,): feature row of frame t"""
+    prev: np.ndarray
+    """int64 (M,): feature row of frame t-1 (frame 0 for t = 0)"""
+    text: np.ndarray
+    """int64 (M,): row of the episode's instruction in the embedding table"""
+    target: np.ndarray
+    """BC: int64 (M, D) action tokens of step t; steps-to-go: int64 (M,) bin of T - t"""
+    label: np.ndarray
+    """int64 (M,): BC: t; steps-to-go: the raw label T - t (for the d error)"""
+
+    def __len__(self) -> int:
+        return len(self.cur)
+
+
+def bc_examples(fs: EpisodeFeatures, episodes: np.ndarray, text_rows: np.ndarray) -> Examples:
+    """(o_t, o_{t-1}, g) -> a_t for t = 0..T-1 of the given episodes (the goal frame has no action)."""
+    episodes = np.asarray(episodes, np.int64)
+    cur, prev, e, t = frame_pairs(fs.starts[episodes], fs.lengths[episodes], include_last=False)
+    ep = episodes[e]
+    return Examples(cur, prev, text_rows[ep], fs.tokens[fs.token_starts[ep] + t], t)
+
+
+def stg_examples(fs: EpisodeFeatures, episodes: np.ndarray, text_rows: np.ndarray, stg_bins) -> Examples:
+    """(o_t, o_{t-1}, g) -> bin(T - t) for t = 0..T, the goal frame T included (label 0)."""
+    episodes = np.asarray(episodes, np.int64)
+    cur, prev, e, t = frame_pairs(fs.starts[episodes], fs.lengths[episodes], include_last=True)
+    ep = episodes[e]
+    steps_to_go = fs.lengths[ep] - t                         # label t' - t, t' = T (paper §1)
+    return Examples(cur, prev, text_rows[ep], stg_bins.encode(steps_to_go), steps_to_go)
+
+
+class EpochSampler:
+    """Indices into one objective's examples: shuffled passes, drawn without replacement."""
+
+    def __init__(self, n: int, rng: np.random.Generator):
+        self.n, self.rng, self.order, self.pos, self.epochs = n, rng, np.zeros(0, np.int64), 0, 0
+
+    def __call__(self, k: int) -> np.ndarray:
+        out = []
+        while k > 0:
+            if self.pos >= len(self.order):
+                self.order, self.pos, self.epochs = self.rng.permutation(self.n), 0, self.epochs + 1
+            take = self.order[self.pos:self.pos + k]
+            self.pos += len(take)
+            k -= len(take)
+            out.append(take)
+        return np.concatenate(out)
+
+
+def split_batch(batch_size: int) -> tuple[int, int]:
+    """(BC examples, steps-to-go examples) per batch: split evenly (paper A.3)."""
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be >= 2 (half BC, half steps-to-go), got {batch_size}")
+    return batch_size // 2, batch_size - batch_size // 2
+
+
+def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
+    """Linear warm-up to cfg.lr over warmup_steps, then cosine decay to lr * min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+# ------------------------------------------------------------------------------------ training
+def _gather(feats, text, ex: Examples, idx: np.ndarray):
+    import torch
+
+    return feats[torch.from_numpy(ex.cur[idx])], feats[torch.from_numpy(ex.prev[idx])], text[torch.from_numpy(ex.text[idx])]
+
+
+def validate(model, feats, text, bc: Examples, stg: Examples, chunk: int = 1024) -> dict[str, float]:
+    """Validation metrics over every held-out example (eval mode, no dropout)."""
+    import torch
+
+    from efm_ros.learn.objectives import bc_loss, expected_steps_to_go, steps_to_go_loss
+
+    was_training = model.training
+    model.eval()
+    sums = {"bc": 0.0, "acc": 0.0, "stg": 0.0, "mae": 0.0, "goal_d": 0.0}
+    goal = stg.label == 0
+    with torch.no_grad():
+        for i in range(0, len(bc), chunk):
+            idx = np.arange(i, min(i + chunk, len(bc)))
+            logits, _ = model.head(*_gather(feats, text, bc, idx))
+            tokens = torch.from_numpy(bc.target[idx])
+            sums["bc"] += float(bc_loss(logits, tokens)) * len(idx)
+            sums["acc"] += float((logits.argmax(-1) == tokens).float().mean(-1).sum())
+        for i in range(0, len(stg), chunk):
+            idx = np.arange(i, min(i + chunk, len(stg)))
+            _, logits = model.head(*_gather(feats, text, stg, idx))
+            sums["stg"] += float(steps_to_go_loss(logits, torch.from_numpy(stg.target[idx]))) * len(idx)
+            d = expected_steps_to_go(logits, model.stg_values).numpy()      # d(o, g) = Σ p_k value_k
+            sums["mae"] += float(np.abs(d - stg.label[idx]).sum())
+            sums["goal_d"] += float(d[goal[idx]].sum())
+    model.train(was_training)
+    return {"val_bc_loss": sums["bc"] / max(len(bc), 1), "val_token_acc": sums["acc"] / max(len(bc), 1),
+            "val_stg_loss": sums["stg"] / max(len(stg), 1), "val_d_mae": sums["mae"] / max(len(stg), 1),
+            "val_d_goal": sums["goal_d"] / max(int(goal.sum()), 1)}
+
+
+def embed_instructions(instructions: list[str], cache: Path | None):
+    """InstructionTable of exactly ``instructions`` (MiniLM embeddings), reusing and extending a
+    cached table file so that MiniLM only runs for instructions never seen before."""
+    from efm_ros.model.text import InstructionEncoder, InstructionTable
+
+    table = InstructionTable.load(cache) if cache is not None and cache.is_file() else InstructionTable()
+    new = [t for t in instructions if t not in table]
+    embeddings = InstructionEncoder(table=table).encode(instructions)
+    if cache is not None and new:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        table.save(cache)
+    return InstructionTable(dict(zip(instructions, embeddings)))
+
+
+def demo_backend(paths: list[Path]) -> str:
+    """The robot backend the demos were recorded on (custom_data "robot_backend"; "" if unknown)."""
+    from efm_ros.data import read_metadata
+
+    return str((read_metadata(paths[0]).get("custom_data") or {}).get("robot_backend", "")) if paths else ""
+
+
+def serving_instructions(fs: EpisodeFeatures, sim_demos: bool) -> list[str]:
+    """The demos' instructions, plus every block-table instruction when the demos come from the
+    embedded simulator (so the exported model can be asked any of them, e.g. in Stage 2)."""
+    out = list(dict.fromkeys(fs.instructions))
+    if sim_demos:
+        from efm_ros.sim.instructions import BLOCK_FAMILIES, all_instructions
+
+        out += [t for t in all_instructions(BLOCK_FAMILIES) if t not in out]
+    return out
+
+
+def train(cfg: SFTConfig) -> dict:
+    """Run Stage 1 as configured; returns train_meta (also written to RUN/train_meta.json)."""
+    import torch
+
+    from efm_ros.data import list_episodes
+    from efm_ros.learn.features import cached_episode_features
+    from efm_ros.learn.objectives import bc_loss, steps_to_go_loss
+    from efm_ros.model.network import EFM, EFMConfig, save_checkpoint
+
+    t_start = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)                  # head init (and a random backbone's weights)
+
+    # -- model and data -------------------------------------------------------------------------
+    config = EFMConfig(pretrained=not cfg.random_init)
+    model = EFM(config)
+    paths = list_episodes(cfg.demos)
+    if cfg.max_episodes is not None:
+        paths = paths[:cfg.max_episodes]
+    if len(paths) < 2:
+        raise ValueError(f"{cfg.demos}: need at least 2 episodes (train + validation), found {len(paths)}")
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "features"
+    t0 = time.perf_counter()
+    fs = cached_episode_features(paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress)
+    feature_seconds = time.perf_counter() - t0
+    sim_demos = demo_backend(paths).startswith("efm_ros.sim.tabletop")
+    instructions = serving_instructions(fs, sim_demos)
+    table = embed_instructions(instructions, cache_dir / "instructions.npz")
+    table.save(out / "instructions.npz")
+    row_of = {t: i for i, t in enumerate(instructions)}
+    text_rows = np.array([row_of[t] for t in fs.instructions], np.int64)
+    text = torch.from_numpy(table.lookup(instructions))
+    feats = torch.from_numpy(fs.features)
+
+    train_eps, val_eps = split_episodes(len(fs), cfg.val_fraction, cfg.seed)
+    bins = config.stg_spec
+    bc_tr, stg_tr = bc_examples(fs, train_eps, text_rows), stg_examples(fs, train_eps, text_rows, bins)
+    bc_va, stg_va = bc_examples(fs, val_eps, text_rows), stg_examples(fs, val_eps, text_rows, bins)
+    n_bc, n_stg = split_batch(cfg.batch_size)
+    steps = cfg.steps if cfg.epochs is None else max(1, math.ceil(cfg.epochs * len(bc_tr) / n_bc))
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    print(f"train-sft: {len(train_eps)} train / {len(val_eps)} val episodes, {len(bc_tr)} BC + {len(stg_tr)} "
+          f"steps-to-go train examples, {steps} steps of {n_bc}+{n_stg}, features {tuple(fs.features.shape)} "
+          f"({feature_seconds:.0f} s)", flush=True)
+
+    # -- optimizer: AdamW, weight decay on matrices/kernels only (not biases, norms) --------------
+    params = model.trainable_parameters()
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    rng = np.random.default_rng([cfg.seed, 0xB47C])
+    sample_bc, sample_stg = EpochSampler(len(bc_tr), rng), EpochSampler(len(stg_tr), rng)
+
+    # -- loop ---------------------------------------------------------------------------------------
+    rows, best = [], {"val_bc_loss": math.inf, "val_stg_loss": math.inf}
+    best_metrics: dict[str, dict] = {}
+    acc = {"loss": 0.0, "bc": 0.0, "stg": 0.0, "n": 0}
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=steps, desc="train-sft", unit="step", dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    model.train()
+    t_train, train_time = time.perf_counter(), 0.0
+    for step in range(1, steps + 1):
+        lr = lr_at(step - 1, steps, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        i_bc, i_stg = sample_bc(n_bc), sample_stg(n_stg)
+        c1, p1, g1 = _gather(feats, text, bc_tr, i_bc)
+        c2, p2, g2 = _gather(feats, text, stg_tr, i_stg)
+        action_logits, stg_logits = model.head(torch.cat([c1, c2]), torch.cat([p1, p2]), torch.cat([g1, g2]))
+        l_bc = bc_loss(action_logits[:n_bc], torch.from_numpy(bc_tr.target[i_bc]))           # L_BC
+        l_stg = steps_to_go_loss(stg_logits[n_bc:], torch.from_numpy(stg_tr.target[i_stg]))  # L_stg
+        loss = l_bc + l_stg                                                                   # L = L_BC + L_stg
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        acc["loss"] += loss.item()
+        acc["bc"] += l_bc.item()
+        acc["stg"] += l_stg.item()
+        acc["n"] += 1
+        if bar is not None:
+            bar.update(1)
+        if step % cfg.eval_every == 0 or step == steps:
+            train_time += time.perf_counter() - t_train
+            m = validate(model, feats, text, bc_va, stg_va)
+            row = {"step": step, "epoch": round(step * n_bc / len(bc_tr), 3), "lr": lr,
+                   "train_loss": acc["loss"] / acc["n"], "train_bc_loss": acc["bc"] / acc["n"],
+                   "train_stg_loss": acc["stg"] / acc["n"], **m,
+                   "samples_per_s": step * cfg.batch_size / train_time, "elapsed_s": time.perf_counter() - t_start}
+            acc = {"loss": 0.0, "bc": 0.0, "stg": 0.0, "n": 0}
+            for key, file in (("val_bc_loss", "policy.safetensors"), ("val_stg_loss", "reward_model.safetensors")):
+                if m[key] < best[key]:                # paper §1: best BC val -> policy, best stg val -> RM
+                    best[key] = m[key]
+                    best_metrics[key] = dict(row)
+                    save_checkpoint(model, out / file, {"step": str(step), "selected_by": key})
+            rows.append(row)
+            write_metrics_csv(rows, out / "metrics.csv")
+            if bar is not None:
+                bar.set_postfix(bc=f"{m['val_bc_loss']:.3f}", stg=f"{m['val_stg_loss']:.3f}",
+                                acc=f"{m['val_token_acc']:.2f}", mae=f"{m['val_d_mae']:.1f}", refresh=False)
+            t_train = time.perf_counter()
+    if bar is not None:
+        bar.close()
+
+    from efm_ros.learn.plots import plot_sft_curves
+    plot_sft_curves(rows, out / "curves.png", best_metrics)
+
+    # -- success threshold: reward model on held-out demos + failed rollouts ---------------------
+    calibration = calibrate_run(out, paths, val_eps, table, cfg, sim_demos, config.image_size)
+    cal = calibration["success_calibration"]
+
+    pol, rm = best_metrics["val_bc_loss"], best_metrics["val_stg_loss"]
+    metrics = {"val_bc_loss": pol["val_bc_loss"], "val_token_acc": pol["val_token_acc"], "policy_step": pol["step"],
+               "val_stg_loss": rm["val_stg_loss"], "val_d_mae": rm["val_d_mae"], "val_d_goal": rm["val_d_goal"],
+               "reward_model_step": rm["step"], "success_episode_precision": cal["episode_precision"],
+               "success_episode_recall": cal["episode_recall"], "success_frame_precision": cal["frame_precision"],
+               "success_frame_recall": cal["frame_recall"], "success_roc_auc": cal["roc_auc"], "train_samples_per_s": rows[-1]["samples_per_s"],
+               "train_seconds": round(train_time, 1), "feature_seconds": round(feature_seconds, 1),
+               "total_seconds": round(time.perf_counter() - t_start, 1)}
+    meta = {"data_hash": fs.meta["data_hash"], "metrics": metrics,
+            "success_threshold": calibration["success_threshold"], "success_k": calibration["success_k"],
+            "control_rate_hz": fs.meta["control_rate_hz"] or 10.0, "instructions": instructions,
+            "stage": "sft", "sft_config": dataclasses.asdict(cfg), "steps": steps,
+            "episodes": {"train": len(train_eps), "val": len(val_eps),
+                         "val_ids": [fs.episode_ids[i] for i in val_eps],
+                         "frames": int(fs.lengths.sum() + len(fs)), "mean_steps": float(fs.lengths.mean())},
+            "success_calibration": cal, "calibration_seconds": calibration["seconds"], "backbone_key": fs.meta["backbone_key"]}
+    (out / "train_meta.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def write_metrics_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+# --------------------------------------------------------------------------------- calibration
+def features_d_fn(reward_model, extractor, table):
+    """d_fn(frames, prev_frames, instruction) -> d (B,) for ``calibrate_model``: the ONNX backbone
+    (the served one) + the reward model's head in torch, d = Σ_k p_k value_k (§2.1). When
+    prev_frames is frames shifted by one (an episode), each frame's features are computed once."""
+    import torch
+
+    from efm_ros.learn.features import extract_features
+    from efm_ros.learn.objectives import expected_steps_to_go
+
+    def d_fn(frames, prev_frames, instruction):
+        cur = extract_features(extractor, frames)
+        if len(frames) > 1 and np.array_equal(prev_frames[1:], frames[:-1]):
+            prev = np.concatenate([extract_features(extractor, prev_frames[:1]), cur[:-1]])
+        else:
+            prev = extract_features(extractor, prev_frames)
+        text = torch.from_numpy(table.lookup([instruction] * len(frames)))
+        with torch.no_grad():
+            _, logits = reward_model.head(torch.from_numpy(cur), torch.from_numpy(prev), text)
+            return expected_steps_to_go(logits, reward_model.stg_values).numpy()
+    return d_fn
+
+
+def calibrate_run(out: Path, paths: list[Path], val_eps: np.ndarray, table, cfg: SFTConfig,
+                  sim_demos: bool, image_size: int) -> dict:
+    """Calibrate (s, k) of the success detector (``efm_ros.learn.calibrate``) with the selected
+    reward model on the held-out demonstrations and, for simulator demos, on failed rollouts."""
+    from efm_ros.data import read_episode
+    from efm_ros.learn.calibrate import calibrate_model, plot_roc, sim_failure_rollouts
+    from efm_ros.model.export import OnnxFeatureExtractor
+    from efm_ros.model.network import load_checkpoint
+
+    t0 = time.perf_counter()
+    reward_model = load_checkpoint(out / "reward_model.safetensors")
+    extractor = OnnxFeatureExtractor(reward_model, threads=cfg.threads)
+    demos = [read_episode(paths[i]) for i in val_eps]
+    n_fail = cfg.calibration_failures if sim_demos else 0
+    failures = sim_failure_rollouts(n_fail, seed=cfg.seed, image_size=image_size) if n_fail else []
+    cal = calibrate_model(features_d_fn(reward_model, extractor, table), demos, failures, progress=cfg.progress)
+    plot_roc(cal, out / "success_roc.png")
+    result = cal.train_meta()
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = SFTConfig()
+    p = argparse.ArgumentParser(prog="efm-ros train-sft", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--demos", required=True, help="directory of demonstration bags")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the BC examples (overrides --steps)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"half BC, half steps-to-go (default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"(default {d.warmup_steps})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"(default {d.weight_decay})")
+    p.add_argument("--seed", type=int, default=d.seed, help="split, init and batch-order seed (default 0)")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"(default {d.val_fraction})")
+    p.add_argument("--random-init", action="store_true", help="randomly initialised backbone (ablation)")
+    p.add_argument("--max-episodes", type=int, default=None, help="use the first N episodes only")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help=f"steps between validations (default {d.eval_every})")
+    p.add_argument("--calibration-failures", type=int, default=d.calibration_failures,
+                   help=f"failed rollouts for calibrating s (default {d.calibration_failures})")
+    p.add_argument("--cache-dir", default=None, help="feature cache directory (default RUN/features)")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch/ORT threads (default: theirs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.epilog = __doc__[__doc__.index("One network"):]
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = SFTConfig(demos=args.demos, out=args.out, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
+                    lr=args.lr, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
+                    val_fraction=args.val_fraction, random_init=args.random_init, max_episodes=args.max_episodes,
+                    eval_every=args.eval_every, calibration_failures=args.calibration_failures,
+                    cache_dir=args.cache_dir, threads=args.threads, progress=not args.no_progress)
+    if cfg.steps < 1 or cfg.eval_every < 1 or not 0 < cfg.val_fraction < 1 or cfg.batch_size < 2:
+        print("train-sft: --steps, --eval-every >= 1, --batch-size >= 2, --val-fraction in (0, 1)", file=sys.stderr)
+        return 2
+    meta = train(cfg)
+    m = meta["metrics"]
+    print(f"train-sft: {cfg.out}: policy step {m['policy_step']} (val BC {m['val_bc_loss']:.3f}, token acc "
+          f"{m['val_token_acc']:.3f}), reward model step {m['reward_model_step']} (val stg {m['val_stg_loss']:.3f}, "
+          f"d MAE {m['val_d_mae']:.2f}); s = {meta['success_threshold']:.2f}, k = {meta['success_k']} (episode precision "
+          f"{_fmt(m['success_episode_precision'])}, recall {_fmt(m['success_episode_recall'])}); {m['train_samples_per_s']:.0f} samples/s, "
+          f"{m['total_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Stage-1 SFT: label construction, the even batch split, the feature cache, and a tiny end-to-end
+run (collect demos -> train-sft -> checkpoints load -> export verifies)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from efm_ros.learn.features import EpisodeFeatures, frame_pairs, prev_frame_index
+from efm_ros.learn.sft import (
+    EpochSampler,
+    SFTConfig,
+    bc_examples,
+    lr_at,
+    split_batch,
+    split_episodes,
+    stg_examples,
+)
+from efm_ros.model.bins import StepsToGoBins
+
+
+def toy_features(lengths=(3, 5)) -> EpisodeFeatures:
+    """Two episodes whose feature rows are numbered 0..F-1 and tokens encode (episode, t)."""
+    lengths = np.asarray(lengths, np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
+    token_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    tokens = np.concatenate([np.stack([np.full(T, e), np.arange(T)], 1) for e, T in enumerate(lengths)])
+    return EpisodeFeatures(features=np.zeros((int((lengths + 1).sum()), 1, 1, 1), np.float32),
+                           episode_ids=[f"ep{e}" for e in range(len(lengths))],
+                           instructions=[f"instr {e}" for e in range(len(lengths))], starts=starts,
+                           lengths=lengths, tokens=tokens, token_starts=token_starts, meta={})
+
+
+def test_prev_frame_of_first_frame_is_itself():
+    assert prev_frame_index(0) == 0
+    np.testing.assert_array_equal(prev_frame_index(np.arange(4)), [0, 0, 1, 2])
+    cur, prev, ep, t = frame_pairs(np.array([0, 4]), np.array([3, 5]), include_last=True)
+    np.testing.assert_array_equal(cur, np.r_[0:4, 4:10])
+    np.testing.assert_array_equal(prev, [0, 0, 1, 2, 4, 4, 5, 6, 7, 8])
+    np.testing.assert_array_equal(ep, [0] * 4 + [1] * 6)
+    np.testing.assert_array_equal(t, np.r_[0:4, 0:6])
+
+
+def test_steps_to_go_labels_first_frame_T_goal_frame_0():
+    fs = toy_features((3, 5))
+    bins = StepsToGoBins(t_max=100, num_bins=50)
+    ex = stg_examples(fs, np.array([0, 1]), np.array([7, 9]), bins)
+    assert len(ex) == 4 + 6                                   # every frame, the goal frame included
+    np.testing.assert_array_equal(ex.label, [3, 2, 1, 0, 5, 4, 3, 2, 1, 0])
+    first, goal = np.array([0, 4]), np.array([3, 9])
+    np.testing.assert_array_equal(ex.label[first], fs.lengths)   # frame 0: T steps to go
+    np.testing.assert_array_equal(ex.label[goal], [0, 0])        # goal frame: 0
+    np.testing.assert_array_equal(ex.target, bins.encode(ex.label))
+    np.testing.assert_array_equal(ex.cur[goal], [3, 9])          # the goal frame's own features
+    np.testing.assert_array_equal(ex.prev[first], ex.cur[first])
+    np.testing.assert_array_equal(ex.text, [7] * 4 + [9] * 6)
+
+
+def test_bc_examples_pair_frame_t_with_action_t():
+    fs = toy_features((3, 5))
+    ex = bc_examples(fs, np.array([1]), np.array([0, 1]))        # episode 1 only
+    assert len(ex) == 5                                           # T actions, no goal-frame example
+    np.testing.assert_array_equal(ex.cur, fs.starts[1] + np.arange(5))
+    np.testing.assert_array_equal(ex.prev, fs.starts[1] + np.array([0, 0, 1, 2, 3]))
+    np.testing.assert_array_equal(ex.target, np.stack([np.ones(5), np.arange(5)], 1))  # (episode, t)
+
+
+def test_batch_split_evenly_between_objectives():
+    assert split_batch(128) == (64, 64)
+    assert split_batch(7) == (3, 4)
+    with pytest.raises(ValueError):
+        split_batch(1)
+    rng = np.random.default_rng(0)
+    n_bc, n_stg = split_batch(128)
+    bc, stg = EpochSampler(100, rng), EpochSampler(30, rng)
+    seen = np.concatenate([bc(n_bc) for _ in range(25)])          # 1600 = 16 full passes
+    assert np.bincount(seen, minlength=100).tolist() == [16] * 100  # without replacement per pass
+    assert len(stg(n_stg)) == 64 and stg.epochs == 3
+
+
+def test_split_by_episode_is_deterministic_and_disjoint():
+    tr, va = split_episodes(50, 0.1, seed=3)
+    assert len(va) == 5 and len(tr) == 45 and not set(tr) & set(va)
+    tr2, va2 = split_episodes(50, 0.1, seed=3)
+    np.testing.assert_array_equal(va, va2)
+    assert not np.array_equal(split_episodes(50, 0.1, seed=4)[1], va)
+    assert len(split_episodes(3, 0.1, seed=0)[1]) == 1              # at least one val episode
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = SFTConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(s, 100, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.05)
+
+
+# ------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory) -> Path:
+    from efm_ros.data.collect import CollectConfig, collect_demos
+
+    out = tmp_path_factory.mktemp("demos")
+    summary = collect_demos(CollectConfig(out=str(out), episodes=6, seed=0, max_steps=60, fsync=False),
+                            workers=1, progress=False)
+    assert summary.episodes == 6
+    return out
+
+
+def test_feature_cache_matches_backbone_and_is_reused(demos, tmp_path):
+    import torch
+
+    from efm_ros.data import list_episodes, read_episode
+    from efm_ros.learn.features import cached_episode_features
+    from efm_ros.model.network import EFM, EFMConfig
+
+    paths = list_episodes(demos)[:2]
+    model = EFM(EFMConfig())
+    fs = cached_episode_features(paths, model, tmp_path, progress=False)
+    ep = read_episode(paths[1])
+    with torch.no_grad():
+        ref = model.backbone_features(torch.from_numpy(ep.frames[:4])).numpy()
+    rows = fs.features[fs.starts[1]:fs.starts[1] + 4]
+    assert np.abs(rows - ref).max() < 1e-3                  # ONNX backbone == torch backbone
+    assert fs.lengths[1] == ep.num_steps and fs.instructions[1] == ep.instruction
+    np.testing.assert_array_equal(fs.tokens[fs.token_starts[1]:fs.token_starts[1] + fs.lengths[1]], ep.tokens)
+    again = cached_episode_features(paths, model, tmp_path, progress=False)
+    assert again.meta == fs.meta and len(list(tmp_path.iterdir())) == 1   # hit: same entry, no new one
+
+
+def test_train_sft_end_to_end(demos, tmp_path):
+    from efm_ros.learn.sft import main
+    from efm_ros.model import export
+    from efm_ros.model.network import load_checkpoint
+
+    run = tmp_path / "run"
+    argv = ["--demos", str(demos), "--out", str(run), "--steps", "30", "--eval-every", "10", "--batch-size", "32",
+            "--warmup-steps", "3", "--lr", "3e-3", "--val-fraction", "0.34", "--calibration-failures", "2",
+            "--threads", "2", "--no-progress"]
+    assert main(argv) == 0
+    for name in ("config.json", "policy.safetensors", "reward_model.safetensors", "train_meta.json",
+                 "instructions.npz", "metrics.csv", "curves.png"):
+        assert (run / name).is_file(), name
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) - 0.3   # it learns
+    meta = json.loads((run / "train_meta.json").read_text())
+    assert meta["episodes"] == {**meta["episodes"], "train": 4, "val": 2}
+    assert meta["success_k"] >= 1 and meta["success_threshold"] > 0 and meta["control_rate_hz"] == 10.0
+    assert meta["metrics"]["policy_step"] in (10, 20, 30)
+    policy, reward_model = load_checkpoint(run / "policy.safetensors"), load_checkpoint(run / "reward_model.safetensors")
+    assert policy.config == reward_model.config
+    assert export.main([str(run), "--out", str(tmp_path / "model")]) == 0
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert manifest["success"]["threshold_steps"] == pytest.approx(meta["success_threshold"])
+    assert manifest["training"]["data_hash"] == meta["data_hash"]
