@@ -28,25 +28,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = ["usage: efm-ros <command> [options]", "", "commands:"]
-    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "efm-ros <command> --help shows a command's options."]
-    return "\n".join(lines)
+def dispatch(prog: str, table: dict[str, tuple[str, str]], argv: list[str]) -> int:
+    """Run ``table[argv[0]]``'s module ``main(argv[1:])``; usage on no/unknown command."""
+    width = max(map(len, table))
+    usage = "\n".join([f"usage: {prog} <command> [options]", "", "commands:"]
+                      + [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in table.items()]
+                      + ["", f"{prog} <command> --help shows a command's options."])
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
+    if argv[0] not in table:
+        print(f"{prog}: unknown command {argv[0]!r}\n\n{usage}", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(table[argv[0]][0]).main(argv[1:]) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"efm-ros: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return dispatch("efm-ros", COMMANDS, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

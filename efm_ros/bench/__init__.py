@@ -4,7 +4,6 @@ Each benchmark is a module here with ``main(argv) -> int``; it is imported only 
 """
 from __future__ import annotations
 
-import importlib
 import sys
 
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -16,21 +15,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 }
 
 
-def _usage() -> str:
-    width = max(map(len, BENCHMARKS))
-    lines = ["usage: efm-ros bench <name> [options]", "", "benchmarks:"]
-    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in BENCHMARKS.items()]
-    lines += ["", "efm-ros bench <name> --help shows a benchmark's options."]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0
-    name, rest = argv[0], argv[1:]
-    if name not in BENCHMARKS:
-        print(f"efm-ros bench: unknown benchmark {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    return int(importlib.import_module(BENCHMARKS[name][0]).main(rest) or 0)
+    from efm_ros.cli import dispatch
+
+    return dispatch("efm-ros bench", BENCHMARKS, list(sys.argv[1:] if argv is None else argv))

@@ -193,9 +193,8 @@ class CameraNode(Node):
 def main(argv: list[str] | None = None) -> int:
     import sys
 
-    args = sys.argv if argv is None else ["camera", *argv]
     try:
-        return spin_node(CameraNode, args)
+        return spin_node(CameraNode, argv)
     except CameraSourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -33,8 +33,10 @@ def diagnostic_array(node, name: str, level: bytes, message: str, values: dict[s
     return arr
 
 
-def spin_node(make_node: Callable[[], Any], args: list[str] | None = None) -> int:
+def spin_node(make_node: Callable[[], Any], argv: list[str] | None = None) -> int:
     """Standard main(): init, spin until Ctrl-C / SIGTERM, clean teardown.
+
+    argv: the node's arguments (``--ros-args ...``) without the program name; None = sys.argv.
 
     rclpy's own signal handler would shut the context down before ``close()`` runs (so a node
     could not, say, send its final zero velocity or commit its bag); instead SIGINT and SIGTERM
@@ -50,7 +52,8 @@ def spin_node(make_node: Callable[[], Any], args: list[str] | None = None) -> in
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
-    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
+    args = sys.argv if argv is None else [sys.argv[0], *argv]
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = make_node()

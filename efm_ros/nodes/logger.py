@@ -440,10 +440,7 @@ def _existing_parent(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    args = sys.argv if argv is None else ["logger", *argv]
-    return spin_node(LoggerNode, args)
+    return spin_node(LoggerNode, argv)
 
 
 if __name__ == "__main__":

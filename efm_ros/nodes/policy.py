@@ -398,10 +398,7 @@ class PolicyNode(LifecycleNode):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    args = sys.argv if argv is None else ["policy", *argv]
-    return spin_node(PolicyNode, args)
+    return spin_node(PolicyNode, argv)
 
 
 if __name__ == "__main__":

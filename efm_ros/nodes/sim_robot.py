@@ -149,10 +149,7 @@ class SimRobotNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    args = sys.argv if argv is None else ["sim_robot", *argv]
-    return spin_node(SimRobotNode, args)
+    return spin_node(SimRobotNode, argv)
 
 
 if __name__ == "__main__":

@@ -205,10 +205,7 @@ class StepsToGoNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    args = sys.argv if argv is None else ["steps_to_go", *argv]
-    return spin_node(StepsToGoNode, args)
+    return spin_node(StepsToGoNode, argv)
 
 
 if __name__ == "__main__":

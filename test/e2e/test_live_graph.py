@@ -24,6 +24,7 @@ import yaml
 
 from efm_ros.graph.description import default_params_file, describe_graph
 from efm_ros.graph.runner import start_node_process
+from ros_helpers import spin_until
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS = 15
@@ -69,13 +70,6 @@ def _params(tmp_path: Path) -> Path:
     return path
 
 
-def _spin_until(ex, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        ex.spin_once(timeout_sec=0.05)
-    return predicate()
 
 
 def test_two_robots_live(tmp_path, rclpy_context, python_env, bundled_model, second_version):
@@ -107,7 +101,7 @@ def test_two_robots_live(tmp_path, rclpy_context, python_env, bundled_model, sec
     ends = lambda r: [e for e in events[r] if e.event in terminal]  # noqa: E731
     try:
         # 1. episodes run and reset on both robots with the Stage-1 version
-        assert _spin_until(ex, lambda: all(len(ends(r)) >= 2 for r in events), 120), \
+        assert spin_until(ex, lambda: all(len(ends(r)) >= 2 for r in events), 120), \
             {r: [e.event for e in v] for r, v in events.items()}
         for r in events:
             kinds = [e.event for e in events[r]]
@@ -116,19 +110,19 @@ def test_two_robots_live(tmp_path, rclpy_context, python_env, bundled_model, sec
         swap_time = time.time_ns()
         os.rename(second_version, watch / "v0002")
         n0 = {r: len(ends(r)) for r in events}
-        assert _spin_until(ex, lambda: all(len(ends(r)) >= n0[r] + 2 for r in events), 120)
+        assert spin_until(ex, lambda: all(len(ends(r)) >= n0[r] + 2 for r in events), 120)
         # 3. kill robot_1's logger mid-episode; the staged bag must be recoverable
         starts1 = len([e for e in events["robot_1"] if e.event == EpisodeEvent.START])
-        assert _spin_until(ex, lambda: len([e for e in events["robot_1"] if e.event == EpisodeEvent.START]) > starts1, 30)
+        assert spin_until(ex, lambda: len([e for e in events["robot_1"] if e.event == EpisodeEvent.START]) > starts1, 30)
         killed_episode = [e for e in events["robot_1"] if e.event == EpisodeEvent.START][-1].episode_id
-        _spin_until(ex, lambda: False, 1.0)
+        spin_until(ex, lambda: False, 1.0)
         procs["/robot_1/logger"].send_signal(signal.SIGKILL)
         procs["/robot_1/logger"].wait(timeout=10)
         # 4. robot_0's robot dies; the operator stops the episode; the reset cannot happen -> FAULT
         procs["/robot_0/sim_robot"].send_signal(signal.SIGKILL)
         procs["/robot_0/sim_robot"].wait(timeout=10)
         stop0.publish(String(data="e2e: robot unplugged"))
-        assert _spin_until(ex, lambda: any(e.event == EpisodeEvent.FAULT for e in events["robot_0"]), 30), \
+        assert spin_until(ex, lambda: any(e.event == EpisodeEvent.FAULT for e in events["robot_0"]), 30), \
             [e.event for e in events["robot_0"]][-6:]
         assert procs["/robot_0/steps_to_go"].poll() is None, "the reward node must not die with the robot"
     finally:

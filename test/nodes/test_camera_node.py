@@ -7,15 +7,9 @@ import time
 
 import numpy as np
 import pytest
+from ros_helpers import diagnostic_values, spin_until, stop_process
 
 
-def _spin_until(executor, predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        executor.spin_once(timeout_sec=0.05)
-    return predicate()
 
 
 def _raw_image(rgb: np.ndarray, stamp, encoding: str = "rgb8"):
@@ -24,13 +18,6 @@ def _raw_image(rgb: np.ndarray, stamp, encoding: str = "rgb8"):
     return numpy_to_image(rgb[:, :, ::-1] if encoding == "bgr8" else rgb, stamp, "raw_cam", encoding)
 
 
-def _counters(diags, name: str) -> dict:
-    for arr in reversed(diags):
-        for st in arr.status:
-            if st.name.endswith(f": {name}"):
-                return {kv.key: kv.value for kv in st.values}
-    return {}
-
 
 @pytest.fixture
 def camera_process(python_env):
@@ -38,11 +25,7 @@ def camera_process(python_env):
         [sys.executable, "-m", "efm_ros.nodes.camera", "--ros-args", "-r", "__ns:=/robot_5", "-p", "image_size:=96"],
         env=python_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
 
 
 def test_topic_source_converts_keeps_stamps_and_counts_bad_frames(rclpy_context, camera_process):
@@ -76,7 +59,7 @@ def test_topic_source_converts_keeps_stamps_and_counts_bad_frames(rclpy_context,
         deadline = time.monotonic() + timeout
         while key not in out and time.monotonic() < deadline:
             raw_pub.publish(msg)
-            _spin_until(ex, lambda: key in out, 0.3)
+            spin_until(ex, lambda: key in out, 0.3)
         return out.get(key)
 
     try:
@@ -107,14 +90,14 @@ def test_topic_source_converts_keeps_stamps_and_counts_bad_frames(rclpy_context,
         for _ in range(3):                                       # best effort: a few copies each
             for m in bad:
                 raw_pub.publish(m)
-            _spin_until(ex, lambda: False, 0.1)
+            spin_until(ex, lambda: False, 0.1)
 
         def rejected():
-            c = _counters(diags, "camera")
+            c = diagnostic_values(diags, ": camera")
             return {k: int(c.get(f"rejected_{k}", 0)) for k in ("encoding", "size", "step", "empty")}
-        assert _spin_until(ex, lambda: all(v >= 1 for v in rejected().values()), 10), (rejected(), _counters(diags, "camera"))
+        assert spin_until(ex, lambda: all(v >= 1 for v in rejected().values()), 10), (rejected(), diagnostic_values(diags, ": camera"))
         assert not any(k[1] in (3, 4, 5, 6) for k in out), "a malformed frame was published"
-        c = _counters(diags, "camera")
+        c = diagnostic_values(diags, ": camera")
         assert float(c["rate_hz"]) >= 0 and "latency_p50_ms" in c and "process_p99_ms" in c and c["source"] == "topic"
         got = send(_raw_image(sim_frame, TimeMsg(sec=base, nanosec=7)), (base, 7))
         assert got is not None and camera_process.poll() is None, "node died on bad input"
@@ -160,7 +143,7 @@ def test_file_source_publishes_fresh_stamps_and_bad_sources_fail_clearly(rclpy_c
     ex.add_node(node)
     ex.add_node(camera)
     try:
-        assert _spin_until(ex, lambda: len(frames) >= 8, 20), len(frames)   # 3-frame clip, looped
+        assert spin_until(ex, lambda: len(frames) >= 8, 20), len(frames)   # 3-frame clip, looped
         now_ns = node.get_clock().now().nanoseconds
         stamps = [f.header.stamp.sec * 10**9 + f.header.stamp.nanosec for f in frames]
         assert stamps == sorted(set(stamps)) and 0 <= now_ns - stamps[-1] < 5e9   # fresh capture stamps

@@ -13,17 +13,11 @@ import numpy as np
 import pytest
 
 from efm_ros.data import list_episodes, read_episode, read_metadata
+from ros_helpers import spin_until
 
 NS = "/robot_4"
 
 
-def _spin_until(executor, predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        executor.spin_once(timeout_sec=0.02)
-    return predicate()
 
 
 @contextlib.contextmanager
@@ -79,11 +73,11 @@ class FakeRobot:
                           PolicyAction=PolicyAction, StepsToGo=StepsToGo)
 
     def wait_for_logger(self, timeout: float = 60.0) -> None:
-        assert _spin_until(self.executor, lambda: all(p.get_subscription_count() for p in self.pubs.values()),
+        assert spin_until(self.executor, lambda: all(p.get_subscription_count() for p in self.pubs.values()),
                            timeout), {k: p.get_subscription_count() for k, p in self.pubs.items()}
 
     def spin(self, seconds: float) -> None:
-        _spin_until(self.executor, lambda: False, seconds)
+        spin_until(self.executor, lambda: False, seconds)
 
     def stamp(self):
         return self.node.get_clock().now().to_msg()
@@ -172,7 +166,7 @@ def test_one_bag_per_episode_with_all_topics_and_facts_and_sigterm_closes_the_op
             robot.spin(0.05)
         robot.event("reset_done", "robot_4_e0")
         robot.instruction("push the green block to the center")
-        assert _spin_until(robot.executor, lambda: list_episodes(episodes) == [episodes / "robot_4_e0"]
+        assert spin_until(robot.executor, lambda: list_episodes(episodes) == [episodes / "robot_4_e0"]
                            and int(robot.diagnostics().get("outside_episodes", 0)) >= 5, 20), robot.diagnostics()
         diag = robot.diagnostics()
         assert diag["episodes_committed"] == "1" and diag["state"] == "idle" and diag["fault"] == ""
@@ -285,20 +279,20 @@ def test_full_disk_stops_recording_with_an_error_keeps_data_and_the_node_alive(t
         robot.frame()
         robot.spin(0.05)
         robot.event("success", "e_small", outcome=1, steps=3)
-        assert _spin_until(robot.executor, lambda: list_episodes(disk) == [disk / "e_small"], 20)
+        assert spin_until(robot.executor, lambda: list_episodes(disk) == [disk / "e_small"], 20)
 
         robot.event("start", "e_big", instruction="push the red block")  # 64x64 noise: 12 KB a frame, 1 MB disk
         for step in range(120):
             robot.tick("e_big", step, size=64)
             robot.spin(0.01)
-        assert _spin_until(robot.executor, lambda: robot.diagnostics().get("_level") == 2, 20), robot.diagnostics()
+        assert spin_until(robot.executor, lambda: robot.diagnostics().get("_level") == 2, 20), robot.diagnostics()
         diag = robot.diagnostics()
         assert "e_big: recording stopped" in diag["_message"] and "no space left on device" in diag["_message"]
         assert diag["state"] == "failed" and diag["episodes_failed"] == "1" and int(diag["not_recorded"]) > 0
         robot.event("timeout", "e_big", outcome=2, steps=120)
         robot.event("start", "e_next", instruction="push the red block")  # below min_free_mb: not started
         robot.spin(0.5)
-        assert _spin_until(robot.executor, lambda: "e_next: not recorded" in robot.diagnostics().get("_message", ""),
+        assert spin_until(robot.executor, lambda: "e_next: not recorded" in robot.diagnostics().get("_message", ""),
                            10), robot.diagnostics()
         assert "disk full" in robot.diagnostics()["_message"] and robot.diagnostics()["_level"] == 2
         assert proc.poll() is None, "the logger died on a full disk"

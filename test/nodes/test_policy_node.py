@@ -13,17 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ros_helpers import spin_until
 
 INSTRUCTION = "push the red block to the blue block"
 
 
-def _spin_until(executor, predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        executor.spin_once(timeout_sec=0.02)
-    return predicate()
 
 
 def _start_policy(python_env, log: Path, ns: str, *params: str):
@@ -148,7 +142,7 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir):
     def call(client, request, timeout=10.0):
         assert client.wait_for_service(timeout_sec=timeout), client.srv_name
         future = client.call_async(request)
-        assert _spin_until(ex, future.done, timeout), client.srv_name
+        assert spin_until(ex, future.done, timeout), client.srv_name
         return future.result()
 
     def set_model_dir(ns, path):
@@ -165,10 +159,10 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir):
     ex.add_node(node)
     try:
         # -- acting: one action per new frame, stamped with that frame's stamp -----------------
-        assert _spin_until(ex, lambda: diag("robot_8")[1].get("state") == "active", 40), \
+        assert spin_until(ex, lambda: diag("robot_8")[1].get("state") == "active", 40), \
             (procs["good"].poll(), diag("robot_8"))
         event(EpisodeEvent.START, "ep1")
-        assert _spin_until(ex, lambda: len(ep_actions("ep1")) >= 8, 20), diag("robot_8")
+        assert spin_until(ex, lambda: len(ep_actions("ep1")) >= 8, 20), diag("robot_8")
         ep1 = ep_actions("ep1")
         stamps = [(a.header.stamp.sec, a.header.stamp.nanosec) for a in ep1]
         assert all(s in sent for s in stamps), "an action is not stamped with a source frame's stamp"
@@ -184,8 +178,8 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir):
         # -- hot-swap mid-run: a new version in watch_dir ---------------------------------------
         n_before = len(actions)
         _new_version(sim_model_dir, watch, "v0002")
-        assert _spin_until(ex, lambda: any(a.model_version == "v0002" for a in actions), 20), diag("robot_8")
-        assert _spin_until(ex, lambda: len(actions) >= n_before + 25, 20)
+        assert spin_until(ex, lambda: any(a.model_version == "v0002" for a in actions), 20), diag("robot_8")
+        assert spin_until(ex, lambda: len(actions) >= n_before + 25, 20)
         versions = [a.model_version for a in ep_actions("ep1")]
         first_new = versions.index("v0002")
         assert first_new >= n_before - 1 and set(versions[:first_new]) == {"v0001"}
@@ -194,18 +188,18 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir):
 
         # -- a corrupt version is refused, the current one keeps running -----------------------
         _new_version(sim_model_dir, watch, "v0003", corrupt=True)
-        assert _spin_until(ex, lambda: int(diag("robot_8")[1].get("versions_rejected", 0)) >= 1, 10), diag("robot_8")
+        assert spin_until(ex, lambda: int(diag("robot_8")[1].get("versions_rejected", 0)) >= 1, 10), diag("robot_8")
         n = len(actions)
-        assert _spin_until(ex, lambda: len(actions) >= n + 5, 10)
+        assert spin_until(ex, lambda: len(actions) >= n + 5, 10)
         assert {a.model_version for a in actions[n:]} == {"v0002"}
         res = call(reload, Trigger.Request())
         assert res.success and "v0002" in res.message
 
         # -- stale-frame watchdog: frames stop -> zero cmd_vel, no actions ----------------------
         feed["on"] = False
-        _spin_until(ex, lambda: False, 0.2)
+        spin_until(ex, lambda: False, 0.2)
         n_actions, n_twists = len(actions), len(twists)
-        assert _spin_until(ex, lambda: int(diag("robot_8")[1].get("stale", 0)) >= 3, 10), diag("robot_8")
+        assert spin_until(ex, lambda: int(diag("robot_8")[1].get("stale", 0)) >= 3, 10), diag("robot_8")
         assert len(actions) == n_actions
         held = twists[n_twists:]
         assert held and held[-1].twist.linear.x == 0.0 and held[-1].twist.linear.y == 0.0
@@ -213,18 +207,18 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir):
 
         # -- episode end holds still until the next START -------------------------------------
         event(EpisodeEvent.TIMEOUT, "ep1")
-        assert _spin_until(ex, lambda: int(diag("robot_8")[1].get("held_episode_ended", 0)) >= 5, 10)
+        assert spin_until(ex, lambda: int(diag("robot_8")[1].get("held_episode_ended", 0)) >= 5, 10)
         n = len(ep_actions("ep1"))
-        _spin_until(ex, lambda: False, 0.3)
+        spin_until(ex, lambda: False, 0.3)
         assert len(ep_actions("ep1")) == n and twists[-1].twist.linear.x == 0.0
         event(EpisodeEvent.START, "ep2")
-        assert _spin_until(ex, lambda: len(ep_actions("ep2")) >= 3, 10)
+        assert spin_until(ex, lambda: len(ep_actions("ep2")) >= 3, 10)
         assert [a.step for a in ep_actions("ep2")][:3] == [0, 1, 2]
 
         # -- lifecycle deactivate = safe stop: one zero twist, then silence --------------------
         assert transition(change_state, Transition.TRANSITION_DEACTIVATE)
         n_twists, n_actions = len(twists), len(actions)
-        _spin_until(ex, lambda: False, 0.6)                      # frames keep coming meanwhile
+        spin_until(ex, lambda: False, 0.6)                      # frames keep coming meanwhile
         # at most what was in flight when the reply came (at 20 Hz, 0.6 s would be ~12 more)
         assert len(actions) <= n_actions + 2 and len(twists) <= n_twists + 2
         last = twists[-1]
@@ -237,13 +231,13 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir):
         assert not bad.successful and "manifest.json" in bad.reason
         assert set_model_dir("robot_8", sim_model_dir).successful
         assert transition(change_state, Transition.TRANSITION_ACTIVATE)
-        assert _spin_until(ex, lambda: len(actions) > n_actions + 3 and actions[-1].model_version == "v0001", 15), \
+        assert spin_until(ex, lambda: len(actions) > n_actions + 3 and actions[-1].model_version == "v0001", 15), \
             [a.model_version for a in actions[-5:]]
 
         # -- a node without a model stays alive, unconfigured, and reports it -------------------
         state = call(get_state["robot_9"], GetState.Request()).current_state
         assert state.id == State.PRIMARY_STATE_UNCONFIGURED
-        assert _spin_until(ex, lambda: diag("robot_9")[0] is not None, 5)
+        assert spin_until(ex, lambda: diag("robot_9")[0] is not None, 5)
         st, values = diag("robot_9")
         assert st.level == DiagnosticStatus.ERROR and "configure failed" in st.message and values["state"] == "unconfigured"
         assert procs["missing"].poll() is None
@@ -253,14 +247,14 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir):
         # ... and then acts like any other; trigger:=frame: one action per frame, as it arrives
         assert transition(change_state_9, Transition.TRANSITION_ACTIVATE)
         event(EpisodeEvent.START, "ep9", pub=event_pub_9)
-        assert _spin_until(ex, lambda: len(actions_9) >= 10, 10), diag("robot_9")
+        assert spin_until(ex, lambda: len(actions_9) >= 10, 10), diag("robot_9")
         stamps = [(a.header.stamp.sec, a.header.stamp.nanosec) for a in actions_9]
         assert all(s in sent for s in stamps) and len(set(stamps)) == len(stamps)
         assert [a.step for a in actions_9] == list(range(len(actions_9)))
-        assert _spin_until(ex, lambda: "latency_p50_ms" in diag("robot_9")[1], 5)
+        assert spin_until(ex, lambda: "latency_p50_ms" in diag("robot_9")[1], 5)
         print(f"trigger:=frame diagnostics: {diag('robot_9')[1]}")
 
-        assert _spin_until(ex, lambda: int(diag("robot_8")[1].get("swaps", 0)) >= 2, 5), diag("robot_8")
+        assert spin_until(ex, lambda: int(diag("robot_8")[1].get("swaps", 0)) >= 2, 5), diag("robot_8")
         c = diag("robot_8")[1]
         print(f"policy diagnostics: {c}")
         assert c["model_version"] == "v0001" and int(c["versions_rejected"]) == 1

@@ -8,15 +8,9 @@ import time
 
 import numpy as np
 import pytest
+from ros_helpers import diagnostic_values, spin_until, stop_process
 
 
-def _spin_until(executor, predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        executor.spin_once(timeout_sec=0.05)
-    return predicate()
 
 
 @pytest.fixture
@@ -26,11 +20,7 @@ def sim_robot_process(python_env):
          "-p", "image_size:=64", "-p", "control_rate_hz:=20.0", "-p", "seed:=5"],
         env=python_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
 
 
 def test_sim_robot_node_publishes_accepts_resets_and_survives_bad_commands(rclpy_context, sim_robot_process):
@@ -59,7 +49,7 @@ def test_sim_robot_node_publishes_accepts_resets_and_survives_bad_commands(rclpy
     ex = SingleThreadedExecutor(context=rclpy_context)
     ex.add_node(node)
     try:
-        assert _spin_until(ex, lambda: len(images) >= 10 and instr, 40), \
+        assert spin_until(ex, lambda: len(images) >= 10 and instr, 40), \
             f"no images/instruction from the node: {sim_robot_process.poll()=}"
         first = image_to_rgb(images[-1], expect_size=(64, 64))
         assert first.shape == (64, 64, 3) and images[-1].encoding == "rgb8"
@@ -77,18 +67,14 @@ def test_sim_robot_node_publishes_accepts_resets_and_survives_bad_commands(rclpy
             msg = TwistStamped()
             msg.twist.linear.x, msg.twist.linear.y = 0.2, 0.1
             cmd_pub.publish(msg)
-            _spin_until(ex, lambda: False, 0.05)
-        assert _spin_until(ex, lambda: len(images) >= n0 + 5, 10)
+            spin_until(ex, lambda: False, 0.05)
+        assert spin_until(ex, lambda: len(images) >= n0 + 5, 10)
         after = image_to_rgb(images[-1])
         assert np.abs(after.astype(int) - before.astype(int)).sum() > 0, "commands did not move anything"
 
         def counters():
-            for arr in reversed(diags):
-                for st in arr.status:
-                    if "sim robot" in st.name:
-                        return {kv.key: kv.value for kv in st.values}
-            return {}
-        assert _spin_until(ex, lambda: int(counters().get("commands_rejected_nan", 0)) >= 2
+            return diagnostic_values(diags, "sim robot")
+        assert spin_until(ex, lambda: int(counters().get("commands_rejected_nan", 0)) >= 2
                            and int(counters().get("commands_rejected_length", 0)) >= 1
                            and int(counters().get("commands_clipped_range", 0)) >= 1, 10), counters()
         assert sim_robot_process.poll() is None, "node died on bad input"
@@ -96,10 +82,10 @@ def test_sim_robot_node_publishes_accepts_resets_and_survives_bad_commands(rclpy
         # reset service: a new episode with a (new seed and) instruction
         assert reset.wait_for_service(timeout_sec=10)
         future = reset.call_async(Trigger.Request())
-        assert _spin_until(ex, future.done, 10)
+        assert spin_until(ex, future.done, 10)
         assert future.result().success
         instructions.parse_instruction(future.result().message)
-        assert _spin_until(ex, lambda: instr[-1].data == future.result().message, 5)
+        assert spin_until(ex, lambda: instr[-1].data == future.result().message, 5)
     finally:
         ex.shutdown()
         node.destroy_node()

@@ -7,15 +7,9 @@ import sys
 import time
 
 import pytest
+from ros_helpers import spin_until, stop_process
 
 
-def _spin_until(executor, predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        executor.spin_once(timeout_sec=0.05)
-    return predicate()
 
 
 def _start(cmd, env):
@@ -24,12 +18,7 @@ def _start(cmd, env):
 
 
 def _stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_process(proc)
     return proc.stdout.read() if proc.stdout else ""
 
 
@@ -67,7 +56,7 @@ def test_episodes_timeout_reset_restart_and_fault(rclpy_context, graph):
     kinds = lambda: [e.event for e in events]  # noqa: E731
     try:
         # two full episodes: START, TIMEOUT (5 actions), RESET_DONE, START, TIMEOUT, ...
-        assert _spin_until(ex, lambda: kinds().count(EpisodeEvent.TIMEOUT) >= 2 and kinds().count(EpisodeEvent.START) >= 3, 60), \
+        assert spin_until(ex, lambda: kinds().count(EpisodeEvent.TIMEOUT) >= 2 and kinds().count(EpisodeEvent.START) >= 3, 60), \
             (kinds(), graph["stg"].poll())
         first = [e for e in events if e.event == EpisodeEvent.START][0]
         timeout = [e for e in events if e.event == EpisodeEvent.TIMEOUT][0]
@@ -88,7 +77,7 @@ def test_episodes_timeout_reset_restart_and_fault(rclpy_context, graph):
         graph["sim"].wait(timeout=10)
         n = len(events)
         stop_pub.publish(String(data="block fell off the table"))
-        assert _spin_until(ex, lambda: EpisodeEvent.FAULT in kinds()[n:], 30), kinds()[n:]
+        assert spin_until(ex, lambda: EpisodeEvent.FAULT in kinds()[n:], 30), kinds()[n:]
         stop = [e for e in events[n:] if e.event == EpisodeEvent.OPERATOR_STOP]
         assert stop and "block fell off" in stop[0].termination_reason
         fault = [e for e in events[n:] if e.event == EpisodeEvent.FAULT][0]
@@ -100,7 +89,7 @@ def test_episodes_timeout_reset_restart_and_fault(rclpy_context, graph):
                     if "steps-to-go" in st.name:
                         return st.level
             return None
-        assert _spin_until(ex, lambda: level() == DiagnosticStatus.ERROR, 10)
+        assert spin_until(ex, lambda: level() == DiagnosticStatus.ERROR, 10)
         assert graph["stg"].poll() is None, "the node must stay up while faulty"
     finally:
         ex.shutdown()
