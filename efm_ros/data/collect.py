@@ -23,11 +23,9 @@ not involved.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import signal
 import sys
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ import numpy as np
 
 from efm_ros.data.bag import DEFAULT_CHUNK_BYTES, write_episode
 from efm_ros.data.episode import DEMO_CLOCK_BASE_NS, DEMO_CLOCK_EPISODE_STRIDE_NS, Episode
+from efm_ros.parallel import run_in_processes
 
 ROBOT_BACKEND = "efm_ros.sim.tabletop:TabletopRobot"
 
@@ -238,19 +237,9 @@ def collect_demos(cfg: CollectConfig, *, workers: int = 2, progress: bool = True
             for i in range(cfg.episodes):
                 account(collect_episode(cfg, i))
         else:
-            ctx = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=(cfg,))
-            try:
-                pending = {pool.submit(collect_episode, cfg, i) for i in range(cfg.episodes)}
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                    for fut in done:
-                        if fut.exception() is not None:
-                            raise fut.exception()
-                        account(fut.result())
-            finally:
-                # on an error or Ctrl-C: drop the queued episodes, let the running ones finish cleanly
-                pool.shutdown(wait=True, cancel_futures=True)
+            # on an error or Ctrl-C: the queued episodes are dropped, the running ones finish cleanly
+            run_in_processes(collect_episode, ((cfg, i) for i in range(cfg.episodes)), account,
+                             workers=workers, initializer=_init_pool_worker, initargs=(cfg,))
     finally:
         if bar is not None:
             bar.close()

@@ -37,11 +37,10 @@ import argparse
 import csv
 import json
 import math
-import multiprocessing
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from efm_ros.parallel import run_in_processes
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -352,19 +351,8 @@ def evaluate_policy(model_dir: str | Path, episodes: int, seed: int = 0, *,
             for i in range(episodes):
                 account(local.run(i))
         else:
-            ctx = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(min(workers, episodes), mp_context=ctx, initializer=_init_worker,
-                                       initargs=(cfg,))
-            try:
-                pending = {pool.submit(_run_in_worker, i) for i in range(episodes)}
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                    for fut in done:
-                        if fut.exception() is not None:
-                            raise fut.exception()
-                        account(fut.result())
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+            run_in_processes(_run_in_worker, ((i,) for i in range(episodes)), account,
+                             workers=min(workers, episodes), initializer=_init_worker, initargs=(cfg,))
     finally:
         if bar is not None:
             bar.close()
