@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the bundled Stage-1 model models/efm_sft from nothing (CPU, ~10 min on 2 cores):
-#   1. record N=100 scripted demonstrations (seed 0, both block families, step limit 100),
-#   2. Stage-1 SFT (BC + steps-to-go, 1500 steps, seed 0; calibrates s and k at the end),
+#   1. record N=100 scripted demonstrations (seed 0, both block families, step limit 100, the default
+#      demonstrator: noise_std 0.05, speed 0.8-1.0; the same bags as e00000..e00099 of data/stage1/demos_v2_s0_3200),
+#   2. Stage-1 SFT (keypoint head, BC + steps-to-go, 1500 steps, seed 0; calibrates s and k at the end),
 #   3. export policy + reward graphs with their manifest into models/efm_sft.
 # This is SFT(n) of docs/results.md (Stage 1): the starting point of Stage 2.
 #   bash scripts/make_bundled_model.sh            # or: N=100 STEPS=1500 SEED=0 bash scripts/make_bundled_model.sh
@@ -12,7 +13,7 @@ STEPS=${STEPS:-1500}
 SEED=${SEED:-0}
 THREADS=${THREADS:-1}
 EFM=${EFM:-.venv/bin/efm-ros}
-DEMOS=data/stage1/demos_s0_n${N}
+DEMOS=data/stage1/demos_v2_s0_n${N}
 RUN=runs/stage1/efm_sft
 OUT=${OUT:-models/efm_sft}
 

@@ -26,7 +26,8 @@ written in the layout ``efm-ros export`` reads (``efm_ros.model.export``):
         instructions.npz  metrics.csv  curves.png  features/ (the cache, unless --cache-dir)
 
 ``--random-init`` trains on a randomly initialised (frozen) backbone: the paper's "Scratch"
-ablation (§4.2). Stage 1 trains on one CPU process; the head is ~1M parameters.
+ablation (§4.2). Stage 1 trains on one CPU process; the head is ~0.4M parameters (keypoint trunk;
+``--model-config`` overrides EFMConfig fields for head ablations, e.g. the old "flatten" trunk).
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ class SFTConfig:
     batch_size: int = 128
     """examples per step, half BC and half steps-to-go (paper A.3: 128)"""
     lr: float = 1e-3
-    """peak AdamW learning rate; the ~1M-parameter head starts from scratch, so 1e-3 (not a fine-tuning 1e-5)"""
+    """peak AdamW learning rate; the ~0.4M-parameter head starts from scratch, so 1e-3 (not a fine-tuning 1e-5)"""
     warmup_steps: int = 100
     """linear warm-up: Adam's early steps are noisy while its moment estimates settle"""
     min_lr_ratio: float = 0.1
@@ -87,6 +88,8 @@ class SFTConfig:
     """torch / ONNX Runtime threads (0: their defaults)"""
     progress: bool = True
     """tqdm progress bars"""
+    model_config: dict = dataclasses.field(default_factory=dict)
+    """EFMConfig overrides (e.g. {"trunk": "flatten"}) for head ablations; {} = the defaults"""
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -257,7 +260,7 @@ def train(cfg: SFTConfig) -> dict:
     torch.manual_seed(cfg.seed)                  # head init (and a random backbone's weights)
 
     # -- model and data -------------------------------------------------------------------------
-    config = EFMConfig(pretrained=not cfg.random_init)
+    config = EFMConfig.from_dict({**EFMConfig().to_dict(), **cfg.model_config, "pretrained": not cfg.random_init})
     model = EFM(config)
     paths = list_episodes(cfg.demos)
     if cfg.max_episodes is not None:
@@ -457,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="feature cache directory (default RUN/features)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch/ORT threads (default: theirs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--model-config", default="{}",
+                   help='EFMConfig overrides as JSON, e.g. \'{"trunk": "flatten"}\' (default: none)')
     p.epilog = __doc__[__doc__.index("One network"):]
     return p
 
@@ -467,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                     lr=args.lr, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
                     val_fraction=args.val_fraction, random_init=args.random_init, max_episodes=args.max_episodes,
                     eval_every=args.eval_every, calibration_failures=args.calibration_failures,
-                    cache_dir=args.cache_dir, threads=args.threads, progress=not args.no_progress)
+                    cache_dir=args.cache_dir, threads=args.threads, progress=not args.no_progress,
+                    model_config=json.loads(args.model_config))
     if cfg.steps < 1 or cfg.eval_every < 1 or not 0 < cfg.val_fraction < 1 or cfg.batch_size < 2:
         print("train-sft: --steps, --eval-every >= 1, --batch-size >= 2, --val-fraction in (0, 1)", file=sys.stderr)
         return 2

@@ -10,10 +10,12 @@ backbones) and the frozen vision backbone; ``head`` is the small trainable part.
 on a CPU runs ``backbone_features`` once per frame (eval mode) and caches the result; the exported
 ONNX graph runs the very same ``backbone_features`` then ``head``, so train and serve are identical.
 
-Head (≈1M parameters at the defaults): concat(current, previous) feature maps -> 3x3 conv ->
-FiLM(instruction) -> strided 3x3 conv -> flatten (keeps the spatial layout) ++ instruction
+Head (``EFMConfig.trunk``; ≈0.5M parameters at the defaults): "keypoint": concat(current,
+previous feature maps, x/y coordinate channels) -> 1x1 conv -> FiLM(instruction) -> 3x3 conv (+
+coordinates) -> FiLM -> 1x1 conv -> spatial softmax -> K keypoints (x, y) ++ instruction
 projection -> 2-layer MLP -> action logits (per dimension a categorical over bins, RT-2 style)
-and steps-to-go logits (a categorical over step bins).
+and steps-to-go logits (a categorical over step bins). "flatten" (the first head, which memorised
+block layouts: docs/results.md, Stage 1) replaces the keypoints by a strided conv + flattened map.
 
 Checkpoints: ``save_checkpoint`` / ``load_checkpoint`` (safetensors, the config in its metadata).
 """
@@ -51,10 +53,22 @@ class EFMConfig:
     """frames are image_size x image_size RGB uint8; the camera resizes to this (recorded in the manifest)"""
     text_dim: int = 384
     """instruction embedding size (all-MiniLM-L6-v2)"""
+    trunk: str = "keypoint"
+    """head design: "keypoint" (CoordConv + FiLM convolutions -> spatial-softmax keypoints, the
+    default) or "flatten" (conv -> FiLM -> strided conv -> flattened map; the first Stage-1 head,
+    kept to compare with and to load checkpoints written before this field existed)"""
     trunk_channels: int = 64
     """channels of the two trainable convolutions over the fused current/previous feature maps"""
     trunk_stride: int = 2
-    """stride of the second trunk convolution (12x12 -> 6x6 keeps the flattened map small)"""
+    """"flatten" trunk only: stride of its second convolution (12x12 -> 6x6 keeps the flattened map small)"""
+    keypoints: int = 32
+    """"keypoint" trunk only: spatial-softmax channels, each giving an expected (x, y) on the map"""
+    history: bool = True
+    """"keypoint" trunk: the head sees the previous frame's features too (paper §1); False: only the current frame
+    (the previous-frame input is still taken, and ignored), against copying the last motion"""
+    prev_dropout: float = 0.0
+    """"keypoint" trunk, training only: fraction of examples whose previous frame is replaced by the
+    current one (regularises the copy-the-last-motion shortcut; eval/export unaffected)"""
     hidden: int = 256
     """width of the instruction projection and of the MLP"""
     dropout: float = 0.1
@@ -87,6 +101,8 @@ class EFMConfig:
     def from_dict(cls, d: dict) -> EFMConfig:
         """Build from a dict; an unknown key is an error (a typo must not silently use a default)."""
         known = {f.name for f in dataclasses.fields(cls)}
+        if "trunk" not in d:       # written before the keypoint head existed: the flatten trunk
+            d = {**d, "trunk": "flatten"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown EFMConfig key(s) {unknown}; known: {sorted(known)}")
@@ -166,8 +182,79 @@ def build_backbone(config: EFMConfig, load_weights: bool = True) -> nn.Module:
     raise ValueError(f"unknown backbone {config.backbone!r}: use 'efficientnet_lite0' or 'hf:<local dir>'")
 
 
+def coord_channels(h: int, w: int) -> torch.Tensor:
+    """(1, 2, h, w) x and y of every cell centre in [-1, 1] (CoordConv's extra input channels)."""
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w)
+    return torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)])[None]
+
+
+class SpatialSoftmax(nn.Module):
+    """(B, K, h, w) maps -> (B, 2K) expected (x, y) of each channel's softmax over the cells
+    (Levine et al. 2016; robomimic), with a learnt per-channel temperature."""
+
+    def __init__(self, channels: int, h: int, w: int):
+        super().__init__()
+        self.log_beta = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("coords", coord_channels(h, w).flatten(2)[0].T.contiguous(), persistent=False)  # (hw, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, k = x.shape[:2]
+        attn = torch.softmax(x.flatten(2) * self.log_beta.exp()[None, :, None], dim=-1)   # (B, K, hw)
+        return torch.matmul(attn, self.coords).flatten(1)                                 # (B, 2K)
+
+
+class KeypointTrunk(nn.Module):
+    """Localisation-friendly head: WHERE things are, not which cells light up.
+
+        [cur, prev, x, y] -> 1x1 conv -> FiLM(g) -> [., x, y] -> 3x3 conv -> FiLM(g) -> 1x1 conv
+        -> spatial softmax: K keypoints (x, y) ++ instruction projection -> 2-layer MLP -> heads
+
+    The convolutions share weights over positions (a block looks the same everywhere), the
+    coordinate channels let them tell positions apart, FiLM lets the instruction pick which block
+    and goal to attend to BEFORE the keypoints are taken, and the keypoints hand the MLP
+    coordinates, from which relations (end effector -> block -> goal, and the end effector's
+    motion between prev and cur) are a few linear maps away.
+    """
+
+    def __init__(self, config: EFMConfig, feature_shape: tuple[int, int, int]):
+        super().__init__()
+        c, h, w = feature_shape
+        t, hid, k = config.trunk_channels, config.hidden, config.keypoints
+        groups = math.gcd(8, t)
+        self.history, self.prev_dropout = config.history, config.prev_dropout
+        self.register_buffer("coords", coord_channels(h, w), persistent=False)
+        self.conv1 = nn.Sequential(nn.Conv2d(2 * c + 2, t, 1), nn.GroupNorm(groups, t), nn.SiLU())
+        self.conv2 = nn.Sequential(nn.Conv2d(t + 2, t, 3, padding=1), nn.GroupNorm(groups, t), nn.SiLU())
+        self.film = nn.Linear(config.text_dim, 4 * t)
+        nn.init.zeros_(self.film.weight)   # FiLM starts as the identity
+        nn.init.zeros_(self.film.bias)
+        self.to_keypoints = nn.Conv2d(t, k, 1)
+        self.softmax = SpatialSoftmax(k, h, w)
+        self.text_proj = nn.Sequential(nn.Linear(config.text_dim, hid), nn.SiLU())
+        self.mlp = nn.Sequential(nn.Linear(2 * k + hid, hid), nn.SiLU(), nn.Dropout(config.dropout),
+                                 nn.Linear(hid, hid), nn.SiLU(), nn.Dropout(config.dropout))
+        self.action_head = nn.Linear(hid, config.action_dims * config.action_bins)
+        self.stg_head = nn.Linear(hid, config.stg_bins)
+        self.action_shape = (config.action_dims, config.action_bins)
+
+    def forward(self, cur: torch.Tensor, prev: torch.Tensor, text: torch.Tensor):
+        if not self.history:
+            prev = cur
+        elif self.training and self.prev_dropout > 0:
+            drop = (torch.rand(cur.shape[0], 1, 1, 1, device=cur.device) < self.prev_dropout).to(cur.dtype)
+            prev = drop * cur + (1 - drop) * prev
+        coords = self.coords.expand(cur.shape[0], -1, -1, -1)
+        g1, b1, g2, b2 = self.film(text)[:, :, None, None].chunk(4, dim=1)
+        h = self.conv1(torch.cat([cur, prev, coords], dim=1)) * (1 + g1) + b1
+        h = self.conv2(torch.cat([h, coords], dim=1)) * (1 + g2) + b2
+        kp = self.softmax(self.to_keypoints(h))
+        z = self.mlp(torch.cat([kp, self.text_proj(text)], dim=-1))
+        return self.action_head(z).unflatten(-1, self.action_shape), self.stg_head(z)
+
+
 class EFMTrunk(nn.Module):
-    """The trainable part: fused feature maps + instruction -> action logits, steps-to-go logits."""
+    """The first head ("flatten"): fused feature maps + instruction -> action, steps-to-go logits."""
 
     def __init__(self, config: EFMConfig, feature_shape: tuple[int, int, int]):
         super().__init__()
@@ -197,6 +284,15 @@ class EFMTrunk(nn.Module):
         return self.action_head(z).unflatten(-1, self.action_shape), self.stg_head(z)
 
 
+def build_trunk(config: EFMConfig, feature_shape: tuple[int, int, int]) -> nn.Module:
+    """Head factory: "keypoint" (default) or "flatten"."""
+    if config.trunk == "keypoint":
+        return KeypointTrunk(config, feature_shape)
+    if config.trunk == "flatten":
+        return EFMTrunk(config, feature_shape)
+    raise ValueError(f"unknown trunk {config.trunk!r}: use 'keypoint' or 'flatten'")
+
+
 class EFM(nn.Module):
     """One network, two heads: ``forward(frame, prev_frame, text) -> (action_logits, stg_logits)``.
 
@@ -214,7 +310,7 @@ class EFM(nn.Module):
         with torch.no_grad():
             probe = torch.zeros(1, config.image_size, config.image_size, 3, dtype=torch.uint8)
             self.feature_shape: tuple[int, int, int] = tuple(self.backbone(probe).shape[1:])
-        self.trunk = EFMTrunk(config, self.feature_shape)
+        self.trunk = build_trunk(config, self.feature_shape)
         self.register_buffer("stg_values", torch.from_numpy(config.stg_spec.values), persistent=False)
 
     def train(self, mode: bool = True) -> EFM:
@@ -295,5 +391,5 @@ def random_inputs(config: EFMConfig, batch: int, seed: int = 0) -> tuple[torch.T
     return frame, prev, text
 
 
-__all__ = ["EFM", "EFMConfig", "EFMTrunk", "HFVisionBackbone", "EfficientNetBackbone", "build_backbone",
+__all__ = ["EFM", "EFMConfig", "EFMTrunk", "KeypointTrunk", "SpatialSoftmax", "build_trunk", "coord_channels", "HFVisionBackbone", "EfficientNetBackbone", "build_backbone",
            "save_checkpoint", "load_checkpoint", "read_checkpoint_config", "random_inputs"]

@@ -152,8 +152,18 @@ def test_train_sft_end_to_end(demos, tmp_path):
     assert meta["success_k"] >= 1 and meta["success_threshold"] > 0 and meta["control_rate_hz"] == 10.0
     assert meta["metrics"]["policy_step"] in (10, 20, 30)
     policy, reward_model = load_checkpoint(run / "policy.safetensors"), load_checkpoint(run / "reward_model.safetensors")
-    assert policy.config == reward_model.config
+    assert policy.config == reward_model.config and policy.config.trunk == "keypoint"   # the default head
     assert export.main([str(run), "--out", str(tmp_path / "model")]) == 0
     manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
     assert manifest["success"]["threshold_steps"] == pytest.approx(meta["success_threshold"])
     assert manifest["training"]["data_hash"] == meta["data_hash"]
+
+
+def test_model_config_overrides_reach_the_network(tmp_path):
+    from efm_ros.learn.sft import build_parser, main
+
+    args = build_parser().parse_args(["--demos", "d", "--out", "o", "--model-config", '{"trunk": "flatten"}'])
+    assert json.loads(args.model_config) == {"trunk": "flatten"}
+    with pytest.raises(ValueError, match="unknown EFMConfig key"):   # a typo fails before any work
+        main(["--demos", str(tmp_path), "--out", str(tmp_path / "run"), "--model-config", '{"trunc": "flatten"}',
+              "--no-progress"])

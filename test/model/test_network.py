@@ -4,7 +4,8 @@ import dataclasses
 import pytest
 import torch
 
-from efm_ros.model.network import EFM, EFMConfig, load_checkpoint, random_inputs, save_checkpoint
+from efm_ros.model.network import (EFM, EFMConfig, KeypointTrunk, SpatialSoftmax, coord_channels, load_checkpoint,
+                                   random_inputs, save_checkpoint)
 
 
 def test_forward_shapes_and_size(efm):
@@ -13,7 +14,8 @@ def test_forward_shapes_and_size(efm):
         action_logits, stg_logits = efm(frame, prev, text)
     assert action_logits.shape == (3, 2, 21) and stg_logits.shape == (3, 50)
     assert efm.feature_shape == (40, 12, 12)
-    assert 0.5e6 <= efm.num_parameters() <= 2e6            # trainable part, CPU-trainable
+    assert isinstance(efm.trunk, KeypointTrunk)              # the default head
+    assert 0.3e6 <= efm.num_parameters() <= 2e6            # trainable part, CPU-trainable
     assert all(not p.requires_grad for p in efm.backbone.parameters())
 
 
@@ -63,6 +65,61 @@ def test_checkpoint_round_trip(efm, tmp_path):
         assert k == k2 and torch.equal(v, v2)
     with pytest.raises(ValueError, match="config differs"):
         load_checkpoint(path, dataclasses.replace(efm.config, hidden=128))
+
+
+def test_spatial_softmax_finds_a_peak():
+    ss = SpatialSoftmax(2, 12, 12)
+    maps = torch.zeros(1, 2, 12, 12)
+    maps[0, 0, 3, 9] = 50.0          # row 3 (y), column 9 (x)
+    maps[0, 1, 11, 0] = 50.0
+    kp = ss(maps).view(2, 2)         # (x, y) per channel
+    grid = coord_channels(12, 12)[0]
+    assert torch.allclose(kp[0], torch.stack([grid[0, 3, 9], grid[1, 3, 9]]), atol=1e-4)
+    assert torch.allclose(kp[1], torch.stack([grid[0, 11, 0], grid[1, 11, 0]]), atol=1e-4)
+    assert torch.allclose(ss(torch.zeros(1, 2, 12, 12)), torch.zeros(1, 4), atol=1e-6)   # flat map: the centre
+
+
+def test_keypoint_head_uses_the_instruction_and_both_frames(efm):
+    torch.manual_seed(0)
+    model = EFM(efm.config, load_weights=False).eval()
+    torch.nn.init.normal_(model.trunk.film.weight, std=0.5)   # FiLM starts as the identity; perturb it
+    cur, prev = torch.randn(2, 40, 12, 12), torch.randn(2, 40, 12, 12)
+    t1, t2 = torch.randn(2, 384), torch.randn(2, 384)
+    with torch.no_grad():
+        base = model.head(cur, prev, t1)[0]
+        assert not torch.allclose(base, model.head(cur, prev, t2)[0])
+        assert not torch.allclose(base, model.head(cur, cur, t1)[0])
+
+
+def test_no_history_head_ignores_the_previous_frame(efm):
+    model = EFM(dataclasses.replace(efm.config, history=False), load_weights=False).eval()
+    cur, text = torch.randn(2, 40, 12, 12), torch.randn(2, 384)
+    with torch.no_grad():
+        a = model.head(cur, torch.randn(2, 40, 12, 12), text)
+        b = model.head(cur, torch.randn(2, 40, 12, 12), text)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_prev_dropout_acts_in_training_only(efm):
+    model = EFM(dataclasses.replace(efm.config, prev_dropout=1.0, dropout=0.0), load_weights=False)
+    cur, prev, text = torch.randn(2, 40, 12, 12), torch.randn(2, 40, 12, 12), torch.randn(2, 384)
+    with torch.no_grad():
+        model.train()
+        assert torch.equal(model.head(cur, prev, text)[0], model.head(cur, cur, text)[0])   # prev replaced
+        model.eval()
+        assert not torch.equal(model.head(cur, prev, text)[0], model.head(cur, cur, text)[0])
+
+
+def test_flatten_trunk_and_checkpoints_from_before_the_trunk_field(tmp_path):
+    config = EFMConfig(trunk="flatten", pretrained=False)
+    model = EFM(config).eval()
+    assert 0.5e6 <= model.num_parameters() <= 2e6
+    old = {k: v for k, v in config.to_dict().items() if k not in ("trunk", "keypoints")}
+    assert EFMConfig.from_dict(old).trunk == "flatten"         # an old checkpoint's config
+    path = save_checkpoint(model, tmp_path / "p.safetensors")
+    assert load_checkpoint(path).config.trunk == "flatten"
+    with pytest.raises(ValueError, match="unknown trunk"):
+        EFM(EFMConfig(trunk="nope", pretrained=False))
 
 
 def test_hf_backbone_from_a_local_directory(tmp_path):
