@@ -58,8 +58,10 @@ def test_episodes_timeout_reset_restart_and_fault(rclpy_context, graph):
         # two full episodes: START, TIMEOUT (5 actions), RESET_DONE, START, TIMEOUT, ...
         assert spin_until(ex, lambda: kinds().count(EpisodeEvent.TIMEOUT) >= 2 and kinds().count(EpisodeEvent.START) >= 3, 60), \
             (kinds(), graph["stg"].poll())
-        first = [e for e in events if e.event == EpisodeEvent.START][0]
-        timeout = [e for e in events if e.event == EpisodeEvent.TIMEOUT][0]
+        # the second episode: the first may have started before this test's subscriptions matched
+        # (episode events are transient-local and replayed, steps_to_go messages are not)
+        first = [e for e in events if e.event == EpisodeEvent.START][1]
+        timeout = [e for e in events if e.event == EpisodeEvent.TIMEOUT][1]
         assert timeout.episode_id == first.episode_id and timeout.steps == 5
         assert timeout.outcome == EpisodeEvent.OUTCOME_FAILURE and timeout.robot == "robot_3"
         assert kinds()[kinds().index(EpisodeEvent.TIMEOUT) + 1] == EpisodeEvent.RESET_DONE
