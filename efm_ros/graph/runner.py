@@ -1,7 +1,7 @@
 """``efm-ros up``: run the graph of :mod:`efm_ros.graph.description` without ``ros2 launch``.
 
-    efm-ros up --robots 2 --model models/efm_sft --episodes-dir episodes          # one process
-    efm-ros up --robots 8 --processes per-node ...                                # one process a node
+    efm-ros up --robots 2 --model models/efm_sft --episodes-dir episodes   # one process a node (default)
+    efm-ros up --robots 2 --processes one ...                              # all nodes in one process
 
 Every node gets exactly the ROS arguments the launch file gives it (NodeSpec.ros_arguments):
 the same params file, overrides, namespace and remappings. In one process the nodes share a
@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params-file", default=None, help="parameters YAML (default: config/efm_ros.yaml)")
     p.add_argument("--seed", type=int, default=0, help="base seed")
     p.add_argument("--watch-dir", default=None, help="policy versions directory to hot-swap from (trainer's versions/)")
-    p.add_argument("--processes", choices=("one", "per-node"), default="one", help="process layout")
+    p.add_argument("--processes", choices=("one", "per-node"), default="per-node",
+                   help="process layout: per-node (as ros2 launch; lowest latency: 8.6/12.8 ms p50/p99 camera->action "
+                        "for 1 robot vs 22/346 ms in one process on 2 cores) or one (fewest processes)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
     p.add_argument("--dry-run", action="store_true", help="print the nodes and their ROS arguments, start nothing")
     return p
