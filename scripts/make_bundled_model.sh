@@ -6,6 +6,8 @@
 #   3. export policy + reward graphs with their manifest into models/efm_sft.
 # This is SFT(n) of docs/results.md (Stage 1): the starting point of Stage 2.
 #   bash scripts/make_bundled_model.sh            # or: N=100 STEPS=1500 SEED=0 bash scripts/make_bundled_model.sh
+# The demo's starting point models/efm_sft_800 (SFT(8n), 14 % Block2Block; docs/results.md):
+#   N=800 STEPS=3000 SEED=1 OUT=models/efm_sft_800 bash scripts/make_bundled_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-100}
@@ -14,11 +16,11 @@ SEED=${SEED:-0}
 THREADS=${THREADS:-1}
 EFM=${EFM:-.venv/bin/efm-ros}
 DEMOS=data/stage1/demos_v2_s0_n${N}
-RUN=runs/stage1/efm_sft
 OUT=${OUT:-models/efm_sft}
+RUN=runs/stage1/$(basename "$OUT")
 
 [ -d "$DEMOS" ] || $EFM collect-demos --episodes "$N" --out "$DEMOS" --seed 0 --workers 2 --no-progress
 $EFM train-sft --demos "$DEMOS" --out "$RUN" --steps "$STEPS" --seed "$SEED" --threads "$THREADS" \
     --cache-dir data/stage1/feature_cache --no-progress
-$EFM export "$RUN" --out "$OUT" --version efm_sft --force
+$EFM export "$RUN" --out "$OUT" --version "$(basename "$OUT")" --force
 du -sh "$OUT"
