@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(config.seed)
     imp = Improver(args.policy, args.reward_model, args.out, config)
     rank0 = imp.rank == 0
+    if rank0:  # the fleet's loggers may not have created it yet: that is the normal start of a run
+        args.episodes_dir.mkdir(parents=True, exist_ok=True)
     if rank0:
         print(f"efm-ros improve: from {imp.version}, reward model {imp.reward.version}, "
               f"N·B = {config.updates}·{config.batch_size}, writing {args.out}/versions", flush=True)
