@@ -1,8 +1,6 @@
 """Synthetic episodes for the bag tests (no simulator needed) and a tiny-filesystem helper."""
 from __future__ import annotations
 
-import contextlib
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +8,7 @@ import pytest
 
 from efm_ros.data.episode import DEMO_CLOCK_BASE_NS, Episode, EventRecord, StepsToGoTrack
 from efm_ros.model.bins import ActionBins
+from fs_helpers import mounted_tmpfs
 
 
 def make_demo_episode(steps: int = 12, size: tuple[int, int] = (24, 32), seed: int = 0,
@@ -78,20 +77,6 @@ def demo_episode() -> Episode:
 @pytest.fixture
 def policy_episode() -> Episode:
     return make_policy_episode()
-
-
-@contextlib.contextmanager
-def mounted_tmpfs(where: Path, options: str):
-    """Mount a tmpfs at ``where`` (needs root / CAP_SYS_ADMIN); skip the test when not permitted."""
-    where.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {proc.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
 
 
 @pytest.fixture

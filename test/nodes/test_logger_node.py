@@ -14,6 +14,7 @@ import pytest
 
 from efm_ros.data import list_episodes, read_episode, read_metadata
 from ros_helpers import spin_until
+from fs_helpers import mounted_tmpfs
 
 NS = "/robot_4"
 
@@ -251,24 +252,11 @@ def test_sigkill_mid_episode_then_recover_bag_loses_at_most_the_last_second(tmp_
     assert ep.custom_data["recovered"] == "true" and ep.instruction == "push the blue block to the center"
 
 
-@contextlib.contextmanager
-def small_disk(where: Path, size: str):
-    where.mkdir(parents=True, exist_ok=True)
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                           capture_output=True, text=True, check=False)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {mount.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
-
-
 def test_full_disk_stops_recording_with_an_error_keeps_data_and_the_node_alive(tmp_path, python_env, fake_robot):
     from efm_ros.data import recover_bag
 
     robot = fake_robot
-    with small_disk(tmp_path / "disk", "1m") as disk, \
+    with mounted_tmpfs(tmp_path / "disk", "size=1m") as disk, \
             logger_process(python_env, disk, "chunk_bytes:=16384", "min_free_mb:=0.3") as proc:
         robot.wait_for_logger()
         robot.spin(0.3)
