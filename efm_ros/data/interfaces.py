@@ -22,7 +22,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 PACKAGE = "efm_ros"
-CUSTOM_MESSAGES = ("StepsToGo", "PolicyAction", "EpisodeEvent")
+CUSTOM_MESSAGES = ("StepsToGo", "PolicyAction", "EpisodeEvent", "ImprovementIteration")
 """our interface names; the ROS type of ``X`` is ``efm_ros/msg/X``"""
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"

@@ -57,7 +57,8 @@ def rollout(robot, policy, reward_model, *, seed: int, episode_id: str, robot_na
         actions.append(a), tokens.append(tok), logps.append(lp), ents.append(ent)
         robot.step(a)
         prev = frame
-    T = len(actions)
+    T = len(actions)  # 0 when the detector fires on the first tick: an episode with no action
+    dims = policy.action_bins.dims
     stamps = np.arange(T + 1, dtype=np.int64) * tick_ns
     track = StepsToGoTrack(present=np.ones(T + 1, bool), expected_steps=np.asarray(ds, np.float32),
                            distributions=np.asarray(dists, np.float32), rewards=np.asarray(rewards, np.float32),
@@ -69,8 +70,8 @@ def rollout(robot, policy, reward_model, *, seed: int, episode_id: str, robot_na
                           reward_model_version=reward_model.version,
                           success_threshold=tracker.config.success_threshold, success_k=tracker.config.success_k)]
     return Episode(robot=robot_name, episode_id=episode_id, instruction=text, frames=np.stack(frames),
-                   frame_stamps_ns=stamps, actions=np.asarray(actions, np.float32).reshape(T, -1),
-                   tokens=np.asarray(tokens, np.int32).reshape(T, -1), log_probs=np.asarray(logps, np.float32),
+                   frame_stamps_ns=stamps, actions=np.asarray(actions, np.float32).reshape(T, dims),
+                   tokens=np.asarray(tokens, np.int32).reshape(T, dims), log_probs=np.asarray(logps, np.float32),
                    entropies=np.asarray(ents, np.float32), policy_versions=[policy.version] * T,
                    outcome=outcome, termination_reason=end.reason, events=events, steps_to_go=track,
                    custom_data={"seed": str(seed), "control_rate_hz": str(rate), "source": "policy",

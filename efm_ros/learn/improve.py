@@ -138,7 +138,8 @@ class Improver:
         self.gt_topic = ground_truth_topic
         self.iteration = 0
         self.seen: set[str] = set()
-        self.counts = {"episodes_used": 0, "episodes_off_policy": 0, "episodes_unfinished": 0, "episodes_bad": 0}
+        self.counts = {"episodes_used": 0, "episodes_off_policy": 0, "episodes_unfinished": 0, "episodes_empty": 0,
+                       "episodes_bad": 0}
         self._episode_stats: list[dict] = []
         self.history: list[dict] = []
         self._reward_torch = None
@@ -153,9 +154,12 @@ class Improver:
     def add_episode(self, ep: Episode) -> str:
         """Use one recorded episode if it is complete and on-policy; returns what happened."""
         self.seen.add(ep.episode_id)
-        if ep.termination_reason in UNFINISHED_REASONS or ep.num_steps == 0:
+        if ep.termination_reason in UNFINISHED_REASONS:
             self.counts["episodes_unfinished"] += 1
             return "unfinished"
+        if ep.num_steps == 0:  # the detector fired on the first frame: no action was taken, nothing to learn
+            self.counts["episodes_empty"] += 1
+            return "empty"
         ok, why = on_policy_filter(ep.policy_versions, self.version)
         if not ok:
             self.counts["episodes_off_policy"] += 1
@@ -348,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=0, help="stop after this many iterations (0: run until Ctrl-C)")
     p.add_argument("--poll-s", type=float, default=1.0, help="how often to look for new episodes")
     p.add_argument("--config", type=Path, help="YAML/JSON file with ImproveConfig fields")
+    p.add_argument("--ros", choices=("auto", "on", "off"), default="auto",
+                   help="publish each iteration on improve/metrics and /diagnostics (auto: when rclpy and the "
+                        "efm_ros interfaces import); ROS arguments go after --ros-args")
     for f in dataclasses.fields(ImproveConfig):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
                        help=f"ImproveConfig.{f.name} (default {f.default})")
@@ -370,8 +377,25 @@ def config_from_args(args) -> ImproveConfig:
     return ImproveConfig(**values)
 
 
+def _metrics_publisher(mode: str, ros_args: list[str]):
+    """The trainer's ROS face (efm_ros.nodes.improve_metrics), or None when ROS is off/unavailable."""
+    if mode == "off":
+        return None
+    try:
+        from efm_ros.nodes.improve_metrics import ImproveMetricsPublisher
+
+        return ImproveMetricsPublisher(args=["efm-ros-improve", *ros_args])
+    except ImportError as e:
+        if mode == "on":
+            raise SystemExit(f"efm-ros improve: --ros on, but ROS is not importable: {e}")
+        print(f"efm-ros improve: not publishing on ROS ({e})", flush=True)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
+    args = build_parser().parse_args(argv[:len(argv) - len(ros_args)])
     config = config_from_args(args)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
         import torch.distributed as dist
@@ -382,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     rank0 = imp.rank == 0
     if rank0:  # the fleet's loggers may not have created it yet: that is the normal start of a run
         args.episodes_dir.mkdir(parents=True, exist_ok=True)
+    ros = _metrics_publisher(args.ros, ros_args) if rank0 else None
     if rank0:
         print(f"efm-ros improve: from {imp.version}, reward model {imp.reward.version}, "
               f"N·B = {config.updates}·{config.batch_size}, writing {args.out}/versions", flush=True)
@@ -411,9 +436,15 @@ def main(argv: list[str] | None = None) -> int:
                                                   "mean_return", "loss") if k in row) + f" -> {imp.version}")
                 bar.reset()
                 bar.set_description(f"iteration {imp.iteration + 1} ({imp.version})")
+                if ros is not None:
+                    best = json.loads((args.out / "best.json").read_text()) if (args.out / "best.json").exists() else None
+                    ros.publish(row, version=imp.version, reward_model_version=imp.reward.version, best=best,
+                                history=imp.history)
     except KeyboardInterrupt:
         pass
     finally:
+        if ros is not None:
+            ros.close()
         if _dist():
             _dist().destroy_process_group()
     return 0

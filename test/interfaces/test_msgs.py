@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-MSG_TYPES = ("StepsToGo", "PolicyAction", "EpisodeEvent")
+MSG_TYPES = ("StepsToGo", "PolicyAction", "EpisodeEvent", "ImprovementIteration")
 
 
 def test_import_fields_and_constants():

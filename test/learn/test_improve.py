@@ -104,3 +104,20 @@ def test_in_process_practice_spends_its_budget_and_switches_versions(tmp_path, s
     assert load_model(res.final_version_dir).version == f"practice-v{res.iterations:04d}"
     # episodes after the first update were collected by the new version, so they were used too
     assert all(h["episodes"] > 0 for h in res.history)
+
+
+def test_an_episode_the_detector_ends_on_its_first_tick_is_recorded_and_counted(tmp_path, sim_model_dir):
+    from efm_ros.data.reader import read_episode
+
+    policy = load_model(sim_model_dir)
+
+    class AtGoalEverywhere:  # the same reward model with a threshold every d passes: success on tick 0
+        success_threshold, success_k, version = 1e9, 1, policy.version
+        steps_to_go = staticmethod(policy.steps_to_go)
+
+    ep = rollout(TabletopRobot(seed=0), policy, AtGoalEverywhere(), seed=5, episode_id="ep_empty", max_steps=8)
+    assert ep.num_steps == 0 and ep.outcome == "success" and ep.actions.shape == (0, 2) and len(ep.frames) == 1
+    back = read_episode(write_episode(tmp_path / "eps", ep))
+    assert back.num_steps == 0 and back.outcome == "success"
+    imp = Improver(sim_model_dir, sim_model_dir, tmp_path / "si", ImproveConfig(**SMALL))
+    assert imp.add_episode(back) == "empty" and imp.counts["episodes_empty"] == 1 and len(imp.buffer) == 0
