@@ -30,7 +30,8 @@ from pathlib import Path
 EVAL_SEED = 77_000  # fixed evaluation seeds, disjoint from demo, practice and calibration seeds
 
 
-def _train_and_export(demos: Path, n: int, seed: int, out: Path, *, steps: int, random_init: bool = False) -> Path:
+def _train_and_export(demos: Path, n: int, seed: int, out: Path, *, steps: int, random_init: bool = False,
+                      threads: int = 0, cache_dir: Path | None = None) -> Path:
     """Stage 1 on the first n demos; returns the exported model directory (cached if present)."""
     from efm_ros.learn.sft import SFTConfig, train
     from efm_ros.model.export import main as export_main
@@ -39,11 +40,26 @@ def _train_and_export(demos: Path, n: int, seed: int, out: Path, *, steps: int, 
     if (model_dir / "manifest.json").exists():
         return model_dir
     run = out / "run"
+    cache = Path(cache_dir) if cache_dir else demos.parent / f"{demos.name}_features"
+    if random_init:
+        cache = cache.parent / f"{cache.name}_random"
     train(SFTConfig(demos=str(demos), out=str(run), steps=steps, seed=seed, max_episodes=n, random_init=random_init,
-                    cache_dir=str(demos.parent / f"{demos.name}_features{'_random' if random_init else ''}")))
+                    threads=threads, cache_dir=str(cache), progress=False))
     if export_main([str(run), "--out", str(model_dir), "--force"]) != 0:
         raise RuntimeError(f"export of {run} failed")
     return model_dir
+
+
+def _stage1_summary(model_dir: Path) -> dict:
+    """What Stage 1 selected and measured (from the run's train_meta.json), for the results table."""
+    meta_path = Path(model_dir).parent / "run" / "train_meta.json"
+    if not meta_path.exists():
+        return {}
+    meta = json.loads(meta_path.read_text())
+    keys = ("policy_step", "val_bc_loss", "reward_model_step", "val_stg_loss", "val_d_mae", "success_episode_precision",
+            "success_episode_recall", "train_seconds")
+    return {**{k: meta["metrics"][k] for k in keys if k in meta["metrics"]},
+            "success_threshold": meta.get("success_threshold"), "success_k": meta.get("success_k")}
 
 
 def _evaluate(model_dir: Path, episodes: int, workers: int, **kwargs) -> dict:
@@ -73,13 +89,15 @@ def figure3(args) -> dict:
     for seed in args.seeds:
         t0 = time.monotonic()
         sd = out / f"seed{seed}"
-        small = _train_and_export(args.demos, args.n, seed, sd / "bc_n", steps=args.steps)
-        large = _train_and_export(args.demos, 8 * args.n, seed, sd / "bc_8n", steps=args.steps_large or args.steps)
+        small = _train_and_export(args.demos, args.n, seed, sd / "bc_n", steps=args.steps, threads=args.threads,
+                                  cache_dir=args.cache_dir)
+        large = _train_and_export(args.demos, 8 * args.n, seed, sd / "bc_8n", steps=args.steps_large or args.steps,
+                                  threads=args.threads, cache_dir=args.cache_dir)
         budget = max(1, math.floor(args.si_fraction * args.n))
         si = _practise(small, small, sd / "si", budget, seed, args.workers, {"families": ["block2block"]}, args.lr)
         row = {"BC(n)": _evaluate(small, args.eval_episodes, args.workers, families=["block2block"]),
                "BC(8n)": _evaluate(large, args.eval_episodes, args.workers, families=["block2block"]),
-               "practice": si}
+               "practice": si, "stage1": {"n": _stage1_summary(small), "8n": _stage1_summary(large)}}
         if si["best"]:
             row["SFT(n)+SI"] = _evaluate(Path(si["best"]), args.eval_episodes, args.workers, families=["block2block"])
         row["seconds"] = time.monotonic() - t0
@@ -126,9 +144,12 @@ def rm_ablation(args) -> dict:
     budget = max(1, math.floor(args.si_fraction * args.n))
     for seed in args.seeds:
         sd = out / f"seed{seed}"
-        policy = _train_and_export(args.demos, args.n, seed, sd / "pretrained", steps=args.steps)
-        scratch = _train_and_export(args.demos, args.n, seed, sd / "random_init", steps=args.steps, random_init=True)
-        row = {"SFT(n)": _evaluate(policy, args.eval_episodes, args.workers, families=["block2block"])}
+        policy = _train_and_export(args.demos, args.n, seed, sd / "pretrained", steps=args.steps, threads=args.threads,
+                                   cache_dir=args.cache_dir)
+        scratch = _train_and_export(args.demos, args.n, seed, sd / "random_init", steps=args.steps, random_init=True,
+                                    threads=args.threads, cache_dir=args.cache_dir)
+        row = {"SFT(n)": _evaluate(policy, args.eval_episodes, args.workers, families=["block2block"]),
+               "stage1": {"pretrained": _stage1_summary(policy), "random_init": _stage1_summary(scratch)}}
         for name, rm in (("SI, pretrained RM", policy), ("SI, random-init RM", scratch)):
             si = _practise(policy, rm, sd / name.replace(" ", "_").replace(",", ""), budget, seed, args.workers,
                            {"families": ["block2block"]}, args.lr)
@@ -190,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--steps", type=int, default=3000, help="Stage-1 training steps")
         s.add_argument("--steps-large", type=int, default=None, help="Stage-1 steps for BC(8n) (default --steps)")
         s.add_argument("--si-fraction", type=float, default=0.1, help="practice episodes as a fraction of n")
+        s.add_argument("--threads", type=int, default=0, help="Stage-1 torch / ONNX Runtime threads (0: defaults)")
+        s.add_argument("--cache-dir", type=Path, default=None,
+                       help="Stage-1 feature cache (default DEMOS_features next to the demos)")
     n = sub.add_parser("novel")
     n.add_argument("--model", type=Path, default=Path("models/efm_sft"), help="Stage-1 model")
     n.add_argument("--episodes", type=int, default=200, help="practice episodes on the bar")
