@@ -25,8 +25,8 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="efm-ros demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, default=Path("models/efm_sft_800"),
-                   help="Stage-1 model, policy + frozen reward (default: SFT(8n), 14 %% Block2Block, see docs/results.md)")
+    p.add_argument("--model", type=Path, default=Path("models/efm_sft"),
+                   help="Stage-1 model, policy + frozen reward (default: the bundled SFT(n = 800), see docs/results.md)")
     p.add_argument("--robots", type=int, default=4, help="simulated robots practising in parallel")
     p.add_argument("--minutes", type=float, default=8.0, help="practice time")
     p.add_argument("--eval-episodes", type=int, default=60, help="evaluation episodes before and after")

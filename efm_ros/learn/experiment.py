@@ -72,11 +72,11 @@ def _evaluate(model_dir: Path, episodes: int, workers: int, **kwargs) -> dict:
 
 
 def _practise(policy: Path, reward: Path, out: Path, budget: int, seed: int, workers: int, robot_kwargs=None,
-              lr: float | None = None) -> dict:
+              lr: float | None = None, audit_model: Path | None = None) -> dict:
     from efm_ros.learn.improve import ImproveConfig
     from efm_ros.learn.practice import practise_sim
 
-    cfg = ImproveConfig(seed=seed, **({"lr": lr} if lr else {}))
+    cfg = ImproveConfig(seed=seed, **({"lr": lr} if lr else {}), **({"audit_model": str(audit_model)} if audit_model else {}))
     res = practise_sim(policy, reward, out, episode_budget=budget, config=cfg, workers=workers, seed=seed,
                        robot_kwargs=robot_kwargs)
     return {"episodes": res.episodes, "iterations": res.iterations, "seconds": res.seconds,
@@ -94,7 +94,8 @@ def figure3(args) -> dict:
         large = _train_and_export(args.demos, 8 * args.n, seed, sd / "bc_8n", steps=args.steps_large or args.steps,
                                   threads=args.threads, cache_dir=args.cache_dir)
         budget = max(1, math.floor(args.si_fraction * args.n))
-        si = _practise(small, small, sd / "si", budget, seed, args.workers, {"families": ["block2block"]}, args.lr)
+        si = _practise(small, small, sd / "si", budget, seed, args.workers, {"families": ["block2block"]}, args.lr,
+                       args.audit_model)
         row = {"BC(n)": _evaluate(small, args.eval_episodes, args.workers, families=["block2block"]),
                "BC(8n)": _evaluate(large, args.eval_episodes, args.workers, families=["block2block"]),
                "practice": si, "stage1": {"n": _stage1_summary(small), "8n": _stage1_summary(large)}}
@@ -129,7 +130,7 @@ def novel(args) -> dict:
     results = {"seeds": {}, "eval_episodes": args.eval_episodes}
     for seed in args.seeds:
         si = _practise(base, base, out / f"seed{seed}" / "si", args.episodes, seed, args.workers,
-                       {"variant": "novel_bar"}, args.lr)
+                       {"variant": "novel_bar"}, args.lr, args.audit_model)
         row = {"before": _evaluate(base, args.eval_episodes, args.workers, variant="novel_bar"), "practice": si}
         if si["best"]:
             row["after"] = _evaluate(Path(si["best"]), args.eval_episodes, args.workers, variant="novel_bar")
@@ -152,7 +153,7 @@ def rm_ablation(args) -> dict:
                "stage1": {"pretrained": _stage1_summary(policy), "random_init": _stage1_summary(scratch)}}
         for name, rm in (("SI, pretrained RM", policy), ("SI, random-init RM", scratch)):
             si = _practise(policy, rm, sd / name.replace(" ", "_").replace(",", ""), budget, seed, args.workers,
-                           {"families": ["block2block"]}, args.lr)
+                           {"families": ["block2block"]}, args.lr, args.audit_model)
             row[f"practice {name}"] = si
             if si["best"]:
                 row[name] = _evaluate(Path(si["best"]), args.eval_episodes, args.workers, families=["block2block"])
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--eval-episodes", type=int, default=100)
         s.add_argument("--workers", type=int, default=2)
         s.add_argument("--lr", type=float, default=None, help="Stage-2 learning rate (default ImproveConfig.lr)")
+        s.add_argument("--audit-model", type=Path, default=None,
+                       help="independent steps-to-go model for choosing the best version (ImproveConfig.audit_model)")
     return p
 
 

@@ -19,11 +19,19 @@ versions that arrive afterwards are counted and discarded. Ground-truth success 
 only, topic ``eval/success``) is recorded for the metrics and never used for reward or stopping.
 
 Over-optimisation guard (the paper's stated limitation: training past the peak lowers success):
-every iteration's versions are kept, and ``RUN/best`` names the version with the highest
-*detector* success rate (episodes ended by d ≤ s for k ticks, as judged live) averaged over a
-window of iterations, ties broken by shorter episodes. This measure is not the optimised
-quantity (the summed progress reward) and needs no ground truth, so it is what a real fleet
-can use; in simulation the ground-truth best is reported next to it for comparison.
+every iteration's version is kept, and ``RUN/best.json`` names the version with the best score,
+averaged over a window of iterations, by a measure other than the optimised reward:
+
+* with ``--audit-model`` (recommended, and what we recommend for real robots, where there is no
+  ground truth): an independent steps-to-go model that only judges and never gives reward, e.g. a
+  Stage-1 model trained with another seed or on demonstrations held out from the reward model.
+  The score is its *progress*, d_audit(o_0, g) − d_audit(o_T, g) averaged over episodes: the
+  policy cannot raise it by exploiting the quirks of the reward model it is optimised against.
+* without one: the *detector* success rate (episodes ended by d ≤ s for k ticks, as judged live),
+  ties broken by shorter episodes. Not the optimised sum of rewards, but from the same model, so a
+  policy that exploits the reward model can fool it too (docs/results.md shows it happening).
+
+In simulation the ground-truth best is reported next to it for comparison, never used.
 
 Multi-process / multi-GPU (torch.distributed DDP, an existing engine):
 
@@ -75,6 +83,9 @@ class ImproveConfig:
     """gradient clipping, a safety net against rare huge returns"""
     best_window: int = 3
     """iterations averaged when choosing the best version (over-optimisation guard)"""
+    audit_model: str = ""
+    """an independent steps-to-go model that judges the best version (never gives reward); "" = none,
+    the guard then uses the detector success rate (see the module docstring)"""
     seed: int = 0
     """seed of minibatch sampling"""
     feature_threads: int = 0
@@ -117,6 +128,8 @@ class Improver:
         self.policy, _ = load_model_checkpoints(self.policy_dir)       # verifies the manifest
         self.policy.eval()  # log π of the policy that acted: no dropout; the backbone stays frozen
         self.reward = load_model(self.reward_dir, intra_op_threads=self.config.feature_threads)  # ONNX, frozen
+        self.audit = (load_model(self.config.audit_model, intra_op_threads=self.config.feature_threads)
+                      if self.config.audit_model else None)  # judges versions only
         self.policy_manifest = json.loads((self.policy_dir / "manifest.json").read_text())
         self.instructions = InstructionTable.load(self.policy_dir / self.policy_manifest["instructions"]["file"])
         self.features = OnnxFeatureExtractor(self.policy, threads=self.config.feature_threads)
@@ -174,10 +187,11 @@ class Improver:
         self.buffer.add_episode(feats[:T], np.concatenate([feats[:1], feats[:T - 1]]),
                                 np.repeat(emb[None], T, 0), ep.tokens.astype(np.int64), returns)
         self.counts["episodes_used"] += 1
-        self._episode_stats.append(self._episode_metrics(ep, np.asarray(d), rewards, returns))
+        audit_d = self.audit.steps_to_go(frames, prev, ep.instruction)[0] if self.audit is not None else None
+        self._episode_stats.append(self._episode_metrics(ep, np.asarray(d), rewards, returns, audit_d))
         return "used"
 
-    def _episode_metrics(self, ep: Episode, d, rewards, returns) -> dict:
+    def _episode_metrics(self, ep: Episode, d, rewards, returns, audit_d=None) -> dict:
         m = {"episode_id": ep.episode_id, "steps": ep.num_steps, "detector_success": ep.outcome == "success",
              "mean_reward": float(np.mean(rewards)), "return_0": float(returns[0]),
              "entropy": float(np.mean(ep.entropies)) if len(ep.entropies) else float("nan")}
@@ -188,6 +202,9 @@ class Improver:
         gt = [v for k, msgs in ep.extras.items() if k.endswith(self.gt_topic) for _, v in msgs]
         if gt:
             m["gt_success"] = bool(getattr(gt[-1], "data", gt[-1]))
+        if audit_d is not None:
+            audit_d = np.asarray(audit_d, np.float64)
+            m["audit_progress"], m["audit_final_d"] = float(audit_d[0] - audit_d[-1]), float(audit_d[-1])
         return m
 
     def ingest_dir(self, episodes_dir: str | Path, progress: bool = False) -> int:
@@ -280,6 +297,9 @@ class Improver:
                "mean_return": float(np.mean(col("return_0"))), "policy_entropy": float(np.nanmean(col("entropy")))}
         if col("gt_success"):
             out["gt_success_rate"] = float(np.mean(col("gt_success")))
+        for key in ("audit_progress", "audit_final_d"):
+            if col(key):
+                out[key] = float(np.mean(col(key)))
         if col("reward_check_max_abs_diff"):
             out["reward_check_max_abs_diff"] = float(np.max(col("reward_check_max_abs_diff")))
         return out
@@ -324,22 +344,31 @@ class Improver:
         plt.close(fig)
 
     def _choose_best(self) -> None:
-        """Over-optimisation guard: best by windowed detector success, not by the optimised reward."""
-        w = self.config.best_window
-        scored = []
-        for i, r in enumerate(self.history):
-            window = self.history[max(0, i - w + 1):i + 1]
-            succ = np.mean([x.get("detector_success_rate", 0.0) for x in window])
-            scored.append((succ, -r.get("episode_length", 0.0), r["version"]))
-        best = max(scored)
-        gt = [r for r in self.history if "gt_success_rate" in r]
-        self._write_json("best.json", {
-            "version": best[2], "measure": f"detector success rate, mean over {w} iterations",
-            "score": best[0], "directory": f"versions/v{best[2].rsplit('-v', 1)[1]}",
-            "ground_truth_best": max(gt, key=lambda r: r["gt_success_rate"])["version"] if gt else None})
+        """Over-optimisation guard: the best version by a windowed measure that is not the optimised reward."""
+        self._write_json("best.json", choose_best(self.history, self.config.best_window))
 
     def state(self) -> dict:
         return {"iteration": self.iteration, "version": self.version, "buffer": len(self.buffer), **self.counts}
+
+
+def choose_best(history: list[dict], window: int) -> dict:
+    """best.json for ``history`` (rows of Improver.publish, each with its "version"): the version whose
+    window of iterations scores highest by the audit model's progress when the rows have it, else by
+    the detector success rate (ties: shorter episodes). Ground truth is reported, never used."""
+    audited = all("audit_progress" in r for r in history)
+    key, measure = (("audit_progress", f"audit model progress d(o_0) - d(o_T), mean over {window} iterations")
+                    if audited else ("detector_success_rate", f"detector success rate, mean over {window} iterations"))
+    scored = []
+    for i, r in enumerate(history):
+        rows = history[max(0, i - window + 1):i + 1]
+        score = float(np.mean([x.get(key, 0.0) for x in rows]))
+        scored.append((score, -r.get("episode_length", 0.0), i))
+    score, _, i = max(scored)
+    version = history[i]["version"]
+    gt = [r for r in history if "gt_success_rate" in r]
+    return {"version": version, "measure": measure, "score": score,
+            "directory": f"versions/v{version.rsplit('-v', 1)[1]}",
+            "ground_truth_best": max(gt, key=lambda r: r["gt_success_rate"])["version"] if gt else None}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -121,3 +121,28 @@ def test_an_episode_the_detector_ends_on_its_first_tick_is_recorded_and_counted(
     assert back.num_steps == 0 and back.outcome == "success"
     imp = Improver(sim_model_dir, sim_model_dir, tmp_path / "si", ImproveConfig(**SMALL))
     assert imp.add_episode(back) == "empty" and imp.counts["episodes_empty"] == 1 and len(imp.buffer) == 0
+
+
+def test_choose_best_prefers_the_audit_model_and_never_uses_ground_truth():
+    from efm_ros.learn.improve import choose_best
+
+    rows = [{"version": f"si-v{i:04d}", "episode_length": 50.0, "detector_success_rate": det, "gt_success_rate": gt,
+             "audit_progress": prog} for i, (det, gt, prog) in
+            enumerate([(0.1, 0.3, 5.0), (0.2, 0.4, 9.0), (0.9, 0.0, 1.0)], start=1)]
+    best = choose_best(rows, window=1)
+    assert best["version"] == "si-v0002" and best["measure"].startswith("audit model progress")
+    assert best["ground_truth_best"] == "si-v0002" and best["directory"] == "versions/v0002"
+    # without an audit model: the detector success rate (here fooled: v0003 exploits the reward model)
+    plain = [{k: v for k, v in r.items() if k != "audit_progress"} for r in rows]
+    assert choose_best(plain, window=1)["version"] == "si-v0003"
+    # the window smooths one lucky iteration away
+    assert choose_best(rows, window=3)["version"] == "si-v0002"
+
+
+def test_audit_model_scores_every_episode(tmp_path, sim_model_dir, episodes_dir):
+    imp = Improver(sim_model_dir, sim_model_dir, tmp_path / "si", ImproveConfig(**SMALL, audit_model=str(sim_model_dir)))
+    imp.ingest_dir(episodes_dir)
+    row = imp.publish(imp.update())
+    d = imp.history[0]
+    assert np.isfinite(row["audit_progress"]) and np.isfinite(d["audit_final_d"])
+    assert json.loads((tmp_path / "si" / "best.json").read_text())["measure"].startswith("audit model progress")
