@@ -200,8 +200,9 @@ class Improver:
             live = track.expected_steps[track.present]
             m["reward_check_max_abs_diff"] = float(np.max(np.abs(live - d[track.present])))
         gt = [v for k, msgs in ep.extras.items() if k.endswith(self.gt_topic) for _, v in msgs]
-        if gt:
+        if gt:  # simulation only: success at the last frame, and at any frame (what `efm-ros eval` counts)
             m["gt_success"] = bool(getattr(gt[-1], "data", gt[-1]))
+            m["gt_reached"] = any(bool(getattr(v, "data", v)) for v in gt)
         if audit_d is not None:
             audit_d = np.asarray(audit_d, np.float64)
             m["audit_progress"], m["audit_final_d"] = float(audit_d[0] - audit_d[-1]), float(audit_d[-1])
@@ -297,6 +298,7 @@ class Improver:
                "mean_return": float(np.mean(col("return_0"))), "policy_entropy": float(np.nanmean(col("entropy")))}
         if col("gt_success"):
             out["gt_success_rate"] = float(np.mean(col("gt_success")))
+            out["gt_reached_rate"] = float(np.mean(col("gt_reached")))
         for key in ("audit_progress", "audit_final_d"):
             if col(key):
                 out[key] = float(np.mean(col(key)))
@@ -326,17 +328,18 @@ class Improver:
         import matplotlib.pyplot as plt
 
         it = [r["iteration"] for r in self.history]
-        panels = [("detector_success_rate", "success (detector)"), ("gt_success_rate", "success (ground truth, sim)"),
+        panels = [("detector_success_rate", "success (detector)"), ("gt_success_rate", "success at the end (ground truth, sim)"),
+                  ("gt_reached_rate", "goal reached (ground truth, sim)"),
                   ("episode_length", "episode length"), ("mean_return", "mean return R_0"),
                   ("policy_entropy", "policy entropy (nats)")]
         fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-        for ax, keys in zip(axes, ((panels[0], panels[1]), (panels[2],), (panels[3],), (panels[4],))):
+        for ax, keys in zip(axes, ((panels[0], panels[1], panels[2]), (panels[3],), (panels[4],), (panels[5],))):
             for key, label in keys:
                 ys = [r.get(key, np.nan) for r in self.history]
                 if not np.all(np.isnan(ys)):
                     ax.plot(it, ys, marker="o", label=label)
             ax.set_xlabel("iteration")
-            ax.set_title(", ".join(label for _, label in keys), fontsize=9)
+            ax.set_title("success" if len(keys) > 1 else keys[0][1], fontsize=9)
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
         fig.tight_layout()

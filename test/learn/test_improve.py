@@ -60,6 +60,7 @@ def test_one_iteration_updates_the_head_only_and_publishes_a_verified_version(tm
     assert json.loads((out / "best.json").read_text())["version"] == "si-v0001"
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert rows[0]["version"] == "si-v0001" and "gt_success_rate" in rows[0]
+    assert float(rows[0]["gt_reached_rate"]) >= float(rows[0]["gt_success_rate"])
 
     # strictly on-policy: an episode of the previous version is now skipped, one of the new is used
     old = _episodes(sim_model_dir, 1, 200)[0]
