@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled Stage-1 model models/efm_sft from nothing (CPU, ~8 min on 2 cores):
+# Rebuild the bundled Stage-1 model models/efm_sft from nothing (CPU, ~6 min on 2 cores):
 #   1. record N=800 scripted demonstrations (seed 0, both block families, step limit 100, the default
 #      demonstrator: noise_std 0.05, speed 0.8-1.0; the same bags as e00000..e00799 of data/stage1/demos_v2_s0_6400),
 #   2. Stage-1 SFT (keypoint head, previous-frame dropout 0.5, BC + steps-to-go, 3000 steps, seed 0;
