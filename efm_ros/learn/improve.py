@@ -438,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     rank0 = imp.rank == 0
     if rank0:  # the fleet's loggers may not have created it yet: that is the normal start of a run
         args.episodes_dir.mkdir(parents=True, exist_ok=True)
+    import signal
+
+    def _interrupt(signum, frame):  # SIGTERM (launch, systemd, docker stop) stops like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
     ros = _metrics_publisher(args.ros, ros_args) if rank0 else None
     if rank0:
         print(f"efm-ros improve: from {imp.version}, reward model {imp.reward.version}, "

@@ -76,8 +76,12 @@ class ImproveMetricsPublisher:
 
         from efm_ros.msg import ImprovementIteration
 
+        from rclpy.signals import SignalHandlerOptions
+
         self._context = rclpy.Context()
-        rclpy.init(args=args, context=self._context)
+        # the trainer owns SIGINT/SIGTERM (KeyboardInterrupt -> close()); rclpy's handler would only
+        # shut this context down and leave the training loop running
+        rclpy.init(args=args, context=self._context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(node_name, namespace=namespace, context=self._context)
         qos = QoSProfile(depth=history_depth, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)

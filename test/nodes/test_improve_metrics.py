@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from ros_helpers import diagnostic_values, spin_until
 
 from efm_ros.nodes.improve_metrics import iteration_message, over_optimisation_warning
@@ -34,7 +36,8 @@ def test_over_optimisation_warning_needs_detector_up_and_ground_truth_flat():
     assert over_optimisation_warning([{"detector_success_rate": 0.1 * i} for i in range(6)]) is None  # real robot
 
 
-def test_improve_publishes_each_iteration_on_ros(tmp_path, rclpy_context, sim_model_dir, python_env):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_improve_publishes_each_iteration_on_ros(tmp_path, rclpy_context, sim_model_dir, python_env, stop):
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -67,8 +70,12 @@ def test_improve_publishes_each_iteration_on_ros(tmp_path, rclpy_context, sim_mo
     try:
         # the trainer runs until Ctrl-C (the fleet keeps practising); 4 episodes give one iteration
         ok = spin_until(ex, lambda: got and diagnostic_values(diags, "self-improvement").get("version"), timeout=120)
-        proc.send_signal(signal.SIGINT)
-        log = proc.communicate(timeout=60)[0]
+        proc.send_signal(stop)
+        try:
+            log = proc.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"the trainer ignored {stop!r}; log:\n{proc.communicate()[0][-3000:]}") from None
         assert ok, f"no ImprovementIteration / diagnostics received; trainer log:\n{log[-3000:]}"
         assert proc.returncode == 0, log[-3000:]
     finally:
