@@ -443,7 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     def _interrupt(signum, frame):  # SIGTERM (launch, systemd, docker stop) stops like Ctrl-C
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGINT explicitly too: started from a background shell it would be inherited as ignored
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     ros = _metrics_publisher(args.ros, ros_args) if rank0 else None
     if rank0:
         print(f"efm-ros improve: from {imp.version}, reward model {imp.reward.version}, "

@@ -51,7 +51,10 @@ def spin_node(make_node: Callable[[], Any], argv: list[str] | None = None) -> in
     def _interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    # set SIGINT explicitly too: a process started from a background shell inherits SIGINT ignored,
+    # and `ros2 launch` / `efm-ros up` stop nodes with SIGINT
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     args = sys.argv if argv is None else [sys.argv[0], *argv]
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
