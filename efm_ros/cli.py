@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-sft": ("efm_ros.learn.sft", "Stage 1: train BC + steps-to-go on demonstration bags"),
     "export": ("efm_ros.model.export", "export a trained run to ONNX + manifest.json"),
     "improve": ("efm_ros.learn.improve", "Stage 2: self-improvement (REINFORCE) on the fleet's episode bags"),
-    "experiment": ("efm_ros.learn.experiment", "the paper's experiments on the embedded robot (figure3, novel, rm-ablation)"),
+    "experiment": ("efm_ros.learn.experiment", "the paper's experiments on the embedded robot (figure3, novel, rm-ablation) and the Stage-2 ladder"),
     "eval": ("efm_ros.learn.evaluate", "evaluate an exported model on the embedded robot"),
     "demo": ("efm_ros.demo", "the embedded self-improvement loop end to end, with a before/after report"),
     "up": ("efm_ros.graph.runner", "run the whole robot graph (fleet) without ros2 launch"),

@@ -19,6 +19,9 @@ from efm_ros.control.episode import EpisodeConfig, EpisodeTracker
 from efm_ros.data.episode import Episode, EventRecord, StepsToGoTrack
 from efm_ros.data.interfaces import BOOL_TYPE, EVAL_SUCCESS_TOPIC, typestore
 
+ACTION_STREAM = 0xAC7
+"""second word of the action-sampling seed (rollout seed, ACTION_STREAM), independent of the layout's"""
+
 _OUTCOME = {0: "unknown", 1: "success", 2: "failure"}
 _EVENT = {0: "start", 1: "success", 2: "timeout", 3: "operator_stop", 4: "reset_done", 5: "fault"}
 
@@ -33,7 +36,9 @@ def rollout(robot, policy, reward_model, *, seed: int, episode_id: str, robot_na
             max_steps: int = 100, instruction: str | None = None, rng: np.random.Generator | None = None,
             control_rate_hz: float | None = None) -> Episode:
     """One episode of ``policy`` (an OnnxEFM) on ``robot`` judged by ``reward_model`` (OnnxEFM)."""
-    rng = rng or np.random.default_rng(seed)
+    # the layout comes from np.random.default_rng(seed) inside the robot: the actions get their own
+    # stream, or the policy's sampling noise would replay the layout's random numbers
+    rng = rng or np.random.default_rng([int(seed), ACTION_STREAM])
     tracker = EpisodeTracker(episode_config_for(reward_model, max_steps))
     text = robot.reset(seed=seed, instruction=instruction)
     tracker.start(episode_id, text)

@@ -14,19 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from efm_ros.learn.objectives import discounted_returns, progress_reward
+from efm_ros.learn.objectives import episode_returns  # noqa: F401  (the one reward/returns function)
 
 #: episodes that did not end by the episode rules (the logger stopped mid-episode) are not used
 UNFINISHED_REASONS = ("logger_shutdown",)
-
-
-def episode_returns(d: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """d(o_t, g) for frames 0..T -> (rewards r_0..r_{T-1}, returns R_0..R_{T-1})."""
-    d = np.asarray(d, dtype=np.float64)
-    if d.ndim != 1 or len(d) < 2:
-        raise ValueError(f"need d for at least 2 frames, got shape {d.shape}")
-    rewards = progress_reward(d[:-1], d[1:])
-    return rewards, np.asarray(discounted_returns(rewards, gamma), dtype=np.float64)[: len(rewards)]
 
 
 def on_policy_filter(policy_versions: list[str], current: str) -> tuple[bool, str]:

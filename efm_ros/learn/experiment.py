@@ -3,6 +3,7 @@
     efm-ros experiment figure3   --demos data/demos --n 100 --seeds 0 1 2 --out runs/fig3
     efm-ros experiment novel     --model models/efm_sft --episodes 200 --out runs/novel
     efm-ros experiment rm-ablation --demos data/demos --n 100 --seeds 0 1 2 --out runs/rm_ablation
+    efm-ros experiment ladder --rung pointmass --seeds 0 1 2 --out runs/ladder/pointmass
 
 figure3 (Figure 3 analogue), per seed:
   BC(n)       Stage 1 on the first n demonstrations (policy = best BC val loss checkpoint),
@@ -163,6 +164,37 @@ def rm_ablation(args) -> dict:
     return results
 
 
+def ladder(args) -> dict:
+    """The Stage-2 ladder (issue: prove the learner before the reward model). Rung "pointmass":
+    the authors' toy with our Stage-1/Stage-2 code (efm_ros.learn.pointmass); writes
+    OUT/results.json, OUT/curves.png and, with --record, docs/results/ladder.json's pointmass entry."""
+    from efm_ros.learn.improve import ImproveConfig
+    from efm_ros.learn.pointmass import PointmassConfig, run
+
+    results = {}
+    for seed in args.seeds:
+        improve = ImproveConfig(seed=seed, **({"lr": args.lr} if args.lr else {}), **json.loads(args.improve or "{}"))
+        cfg = PointmassConfig(demos=args.demos_count, sft_steps=args.sft_steps, si_transitions=args.si_transitions,
+                              eval_episodes=args.eval_episodes, seed=seed, improve=improve, threads=args.threads)
+        r = run(cfg, Path(args.out) / f"seed{seed}")
+        results[str(seed)] = {k: r[k] for k in ("before", "after", "stage1", "seconds")}
+    out = {"rung": "pointmass", "seeds": results,
+           "target": "SFT ~0.92 -> SI ~1.00, episode length ~69 -> ~13 steps (PAPER.md 4.7)"}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "results.json").write_text(json.dumps(out, indent=1))
+    if args.record:
+        rec = Path(args.record)
+        ladder_doc = json.loads(rec.read_text()) if rec.exists() else {}
+        ladder_doc["pointmass"] = out
+        rec.parent.mkdir(parents=True, exist_ok=True)
+        rec.write_text(json.dumps(ladder_doc, indent=1))
+    for seed, r in results.items():
+        b, a = r["before"], r["after"]
+        print(f"seed {seed}: SFT {b['success']:.1%} ({b['mean_length']:.1f} steps) -> SFT+SI {a['success']:.1%} "
+              f"({a['mean_length']:.1f} steps)", flush=True)
+    return out
+
+
 def _write(out: Path, results: dict, methods: tuple[str, ...], title: str) -> None:
     """results.json, a markdown table (per seed and mean) and a bar plot."""
     import matplotlib
@@ -215,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--threads", type=int, default=0, help="Stage-1 torch / ONNX Runtime threads (0: defaults)")
         s.add_argument("--cache-dir", type=Path, default=None,
                        help="Stage-1 feature cache (default DEMOS_features next to the demos)")
+    lad = sub.add_parser("ladder", help="the Stage-2 ladder (simulation only); --rung pointmass: the authors' toy")
+    lad.add_argument("--rung", choices=("pointmass",), default="pointmass")
+    lad.add_argument("--demos-count", type=int, default=10_000, help="PD demonstrations (notebook: 10,000)")
+    lad.add_argument("--sft-steps", type=int, default=20_000, help="Stage-1 steps at batch 256")
+    lad.add_argument("--si-transitions", type=int, default=131_072, help="Stage-2 budget (notebook: 131,072)")
+    lad.add_argument("--improve", default="", help='ImproveConfig overrides as JSON, e.g. \'{"returns": "standardise"}\'')
+    lad.add_argument("--threads", type=int, default=0)
+    lad.add_argument("--record", default="", help="also write this rung into a ladder JSON (docs/results/ladder.json)")
     n = sub.add_parser("novel")
     n.add_argument("--model", type=Path, default=Path("models/efm_sft"), help="Stage-1 model")
     n.add_argument("--episodes", type=int, default=200, help="practice episodes on the bar")
@@ -231,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    {"figure3": figure3, "novel": novel, "rm-ablation": rm_ablation}[args.which](args)
+    {"figure3": figure3, "novel": novel, "rm-ablation": rm_ablation, "ladder": ladder}[args.which](args)
     return 0
 
 

@@ -79,8 +79,12 @@ class ImproveConfig:
     """AdamW learning rate (not reported by the paper; 1e-4 is what the Stage-2 pilot used, docs/results.md)"""
     weight_decay: float = 0.01
     """AdamW decoupled weight decay (interacts with c, see PAPER.md §2.2)"""
-    max_grad_norm: float = 1.0
-    """gradient clipping, a safety net against rare huge returns"""
+    max_grad_norm: float = 0.0
+    """gradient clipping of the global norm; 0 = none (the paper clips nothing; at 1.0 it clipped almost
+    every learned-reward update, pre-clip norms 1.3-2.5, docs/results.md)"""
+    returns: str = "paper"
+    """how the Monte-Carlo returns enter the loss (:data:`RETURN_TRANSFORMS`): "paper" = R_t as is;
+    a named departure (e.g. "standardise") must be justified by the ladder (docs/results.md)"""
     best_window: int = 3
     """iterations averaged when choosing the best version (over-optimisation guard)"""
     audit_model: str = ""
@@ -90,6 +94,21 @@ class ImproveConfig:
     """seed of minibatch sampling"""
     feature_threads: int = 0
     """ONNX Runtime threads for backbone features / reward inference (0: default)"""
+
+
+def returns_as_is(returns: np.ndarray) -> np.ndarray:
+    """The paper's REINFORCE (§2.2): the Monte-Carlo return R_t, no baseline beyond the one built
+    into the progress reward (PAPER.md §2.4)."""
+    return returns
+
+
+def returns_standardised(returns: np.ndarray) -> np.ndarray:
+    """Variance reduction (a departure): (R - mean) / std over the iteration's buffer."""
+    return (returns - returns.mean()) / (returns.std() + 1e-8)
+
+
+#: ImproveConfig.returns -> how the buffer's returns are transformed before the update
+RETURN_TRANSFORMS = {"paper": returns_as_is, "standardise": returns_standardised}
 
 
 class _Head(nn.Module):
@@ -107,6 +126,58 @@ def _dist():
     import torch.distributed as dist
 
     return dist if dist.is_available() and dist.is_initialized() else None
+
+
+class ReinforceLearner:
+    """The Stage-2 update itself (§2.2, Algorithm 1), for any EFM (camera features or states): per
+    iteration N AdamW steps, each on B transitions of the buffer drawn without replacement, minimising
+    mean[−c · R_t · log π(a_t | o_t, g)]. The steps-to-go head gets no gradient (the frozen reward
+    model is a separate network). :class:`Improver` (bags, the live fleet) and the in-process rungs
+    of ``efm-ros experiment ladder`` use this one class."""
+
+    def __init__(self, policy, config: ImproveConfig, *, rank: int = 0, world: int = 1):
+        if config.returns not in RETURN_TRANSFORMS:
+            raise ValueError(f"unknown returns transform {config.returns!r}; known: {sorted(RETURN_TRANSFORMS)}")
+        self.config, self.rank, self.world = config, rank, world
+        self.policy = policy
+        for p in policy.trunk.stg_head.parameters():
+            p.requires_grad_(False)
+        self.head = _Head(policy)
+        self.module = self.head
+        if _dist():
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.module = DistributedDataParallel(self.head)
+        params = [p for p in self.head.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.rng = np.random.default_rng(config.seed)
+
+    def update(self, data: dict[str, np.ndarray]) -> dict:
+        """data: features_cur, features_prev, text, tokens, returns (what OnPolicyBuffer.arrays gives)."""
+        cfg = self.config
+        n = len(data["tokens"])
+        batches = minibatch_indices(n, cfg.updates, cfg.batch_size, self.rng)  # same on every rank (same seed)
+        returns = RETURN_TRANSFORMS[cfg.returns](np.asarray(data["returns"], np.float64)).astype(np.float32)
+        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in {**data, "returns": returns}.items()}
+        losses, entropies, norms = [], [], []
+        for idx in batches:
+            idx = idx[self.rank::self.world]  # this rank's share; DDP averages the gradients
+            logits = self.module(t["features_cur"][idx].float(), t["features_prev"][idx].float(), t["text"][idx])
+            logp = action_log_prob(logits, t["tokens"][idx])
+            loss = reinforce_loss(logp, t["returns"][idx], c=cfg.c)   # mean[−c · R · log π]
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for p in self.head.parameters() if p.grad is not None]
+            norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else
+                    torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+            norms.append(float(norm))
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+            entropies.append(float(action_entropy(logits.detach()).mean()))
+        raw = np.asarray(data["returns"], np.float64)
+        return {"loss": float(np.mean(losses)), "train_entropy": float(np.mean(entropies)),
+                "grad_norm": float(np.mean(norms)), "grad_norm_max": float(np.max(norms)), "transitions": n,
+                "return_mean": float(raw.mean()), "return_std": float(raw.std())}
 
 
 class Improver:
@@ -134,20 +205,9 @@ class Improver:
         self.instructions = InstructionTable.load(self.policy_dir / self.policy_manifest["instructions"]["file"])
         self.features = OnnxFeatureExtractor(self.policy, threads=self.config.feature_threads)
         self.version = self.policy_manifest["model_version"]
-        # REINFORCE trains the policy only: the steps-to-go head of the policy network gets no
-        # gradient (the frozen reward model is a separate network), so freeze it explicitly
-        for p in self.policy.trunk.stg_head.parameters():
-            p.requires_grad_(False)
-        self.head = _Head(self.policy)
-        self.learner = self.head
-        if _dist():
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.learner = DistributedDataParallel(self.head)
-        params = [p for p in self.head.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.learner = ReinforceLearner(self.policy, self.config, rank=self.rank, world=self.world)
         self.buffer = OnPolicyBuffer(version=self.version)
-        self.rng = np.random.default_rng(self.config.seed)
+        self.version_dirs = {self.version: str(self.policy_dir.resolve())}
         self.gt_topic = ground_truth_topic
         self.iteration = 0
         self.seen: set[str] = set()
@@ -238,35 +298,19 @@ class Improver:
 
     def update(self) -> dict:
         """N AdamW steps on the buffer (paper: B = 64, N = 16, no reuse), then clear it."""
-        cfg = self.config
-        data = self._shared_buffer()
-        n = len(data["tokens"])
-        batches = minibatch_indices(n, cfg.updates, cfg.batch_size, self.rng)  # same on every rank (same seed)
-        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in data.items()}
-        losses, entropies, norms = [], [], []
-        for idx in batches:
-            idx = idx[self.rank::self.world]  # this rank's share; DDP averages the gradients
-            logits = self.learner(t["features_cur"][idx].float(), t["features_prev"][idx].float(), t["text"][idx])
-            logp = action_log_prob(logits, t["tokens"][idx])
-            loss = reinforce_loss(logp, t["returns"][idx], c=cfg.c)   # mean[−c · R · log π]
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norms.append(float(torch.nn.utils.clip_grad_norm_(self.head.parameters(), cfg.max_grad_norm)))
-            self.optimizer.step()
-            losses.append(float(loss.detach()))
-            entropies.append(float(action_entropy(logits.detach()).mean()))
+        stats = self.learner.update(self._shared_buffer())
         self.buffer.clear()
-        return {"loss": float(np.mean(losses)), "train_entropy": float(np.mean(entropies)),
-                "grad_norm": float(np.mean(norms)), "transitions": n}
+        return stats
 
     def publish(self, train_stats: dict) -> dict:
         """Export the updated policy as the next version; record the iteration's metrics."""
         self.iteration += 1
         stats = self._episode_stats
         self._episode_stats = []
-        row = {"iteration": self.iteration, "version_trained_on": self.version, "episodes": len(stats),
-               **train_stats, **self._aggregate(stats), "time": time.time()}
         new_version = f"{self.out.name}-v{self.iteration:04d}"
+        # the episodes (and so every success/return column) are the acting version's, not the new one's
+        row = {"iteration": self.iteration, "version_trained_on": self.version, "new_version": new_version,
+               "episodes": len(stats), **train_stats, **self._aggregate(stats), "time": time.time()}
         if self.rank == 0:
             from efm_ros.model.export import export_model
 
@@ -279,7 +323,8 @@ class Improver:
                          model_version=new_version, training={"stage": 2, "iteration": self.iteration,
                                                               "parent_version": self.version,
                                                               "reward_model_version": self.reward.version})
-            self.history.append({**row, "version": new_version})
+            self.version_dirs[new_version] = f"versions/v{self.iteration:04d}"
+            self.history.append({**row, "version": self.version, "directory": self.version_dirs[self.version]})
             self._write_metrics()
             self._choose_best()
         if _dist():
@@ -355,9 +400,11 @@ class Improver:
 
 
 def choose_best(history: list[dict], window: int) -> dict:
-    """best.json for ``history`` (rows of Improver.publish, each with its "version"): the version whose
-    window of iterations scores highest by the audit model's progress when the rows have it, else by
-    the detector success rate (ties: shorter episodes). Ground truth is reported, never used."""
+    """best.json for ``history`` (rows of Improver.publish, each with the "version" whose episodes it
+    describes and that version's "directory": the starting policy's own, else versions/vNNNN under
+    the run): the version whose window of iterations scores highest by the audit model's progress
+    when the rows have it, else by the detector success rate (ties: shorter episodes). Ground truth
+    (goal reached at any frame, what ``efm-ros eval`` counts) is reported, never used."""
     audited = all("audit_progress" in r for r in history)
     key, measure = (("audit_progress", f"audit model progress d(o_0) - d(o_T), mean over {window} iterations")
                     if audited else ("detector_success_rate", f"detector success rate, mean over {window} iterations"))
@@ -368,10 +415,10 @@ def choose_best(history: list[dict], window: int) -> dict:
         scored.append((score, -r.get("episode_length", 0.0), i))
     score, _, i = max(scored)
     version = history[i]["version"]
-    gt = [r for r in history if "gt_success_rate" in r]
-    return {"version": version, "measure": measure, "score": score,
-            "directory": f"versions/v{version.rsplit('-v', 1)[1]}",
-            "ground_truth_best": max(gt, key=lambda r: r["gt_success_rate"])["version"] if gt else None}
+    gt = [r for r in history if "gt_reached_rate" in r]
+    directory = history[i].get("directory") or f"versions/v{version.rsplit('-v', 1)[1]}"
+    return {"version": version, "measure": measure, "score": score, "directory": directory,
+            "ground_truth_best": max(gt, key=lambda r: r["gt_reached_rate"])["version"] if gt else None}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -124,11 +124,29 @@ def discounted_returns(rewards, gamma: float = 0.9) -> np.ndarray:
     return out
 
 
+def episode_returns(d, gamma: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Rewards and returns of ONE episode from d over its frames o_0..o_T (§2.1, §2.2): the one place
+    that turns d into what REINFORCE sees, used by the learner on recorded and in-process episodes.
+
+    r_t = d(o_t, g) − d(o_{t+1}, g) for the action a_t taken at frame t (t = 0..T−1), and
+    R_t = Σ_{i=t}^{T−1} γ^{i−t} r_i. The live tracker (``control.episode``) publishes the same r_t
+    one tick later, at frame t+1 (it cannot know d(o_{t+1}) before then); a test pins the two.
+    d (T+1,) -> (rewards (T,), returns (T,)) float64.
+    """
+    d = np.asarray(d, dtype=np.float64)
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError(f"need d for at least 2 frames, got shape {d.shape}")
+    rewards = progress_reward(d[:-1], d[1:])
+    return rewards, discounted_returns(rewards, gamma)
+
+
 def reinforce_loss(log_probs: torch.Tensor, returns, c: float = 0.05) -> torch.Tensor:
     """On-policy REINFORCE (§2.2): L = mean_b(-c · R_b · log π(a_b | o_b, g_b)).  -> scalar.
 
     log_probs (B,) = ``action_log_prob`` of the taken actions (differentiable); returns (B,) are
-    constants (detached / converted). c = 0.05 keeps c·R within ~[-1, 1] for γ = 0.9.
+    constants (detached / converted). The paper's reason for c = 0.05 (c·R within ~[-1, 1] for
+    γ = 0.9) is about the loss's scale; under Adam/AdamW the step size barely depends on it (c acts
+    through Adam's ε and the balance against decoupled weight decay).
     """
     if hasattr(returns, "detach"):
         returns = returns.detach().to(log_probs.dtype)

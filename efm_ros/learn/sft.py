@@ -243,54 +243,21 @@ def serving_instructions(fs: EpisodeFeatures, sim_demos: bool) -> list[str]:
     return out
 
 
-def train(cfg: SFTConfig) -> dict:
-    """Run Stage 1 as configured; returns train_meta (also written to RUN/train_meta.json)."""
+def fit_heads(model, feats, text, train_examples: tuple[Examples, Examples], val_examples: tuple[Examples, Examples],
+              cfg: SFTConfig, steps: int, out: Path, t_start: float | None = None) -> tuple[list[dict], dict, float]:
+    """The Stage-1 optimisation loop, for any observation kind (camera features or states):
+    L = L_BC + L_stg on batches split evenly between the objectives, AdamW with warm-up + cosine,
+    validation every ``cfg.eval_every`` steps, best-BC -> ``policy.safetensors`` and best-stg ->
+    ``reward_model.safetensors`` in ``out`` (paper §1). ``feats`` (rows, ...) and ``text`` (rows, E)
+    are tensors indexed by the Examples. Returns (validation rows, best rows by key, train seconds)."""
     import torch
 
-    from efm_ros.data import list_episodes
-    from efm_ros.learn.features import cached_episode_features
     from efm_ros.learn.objectives import bc_loss, steps_to_go_loss
-    from efm_ros.model.network import EFM, EFMConfig, save_checkpoint
+    from efm_ros.model.network import save_checkpoint
 
-    t_start = time.perf_counter()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)                  # head init (and a random backbone's weights)
-
-    # -- model and data -------------------------------------------------------------------------
-    config = EFMConfig.from_dict({**EFMConfig().to_dict(), **cfg.model_config, "pretrained": not cfg.random_init})
-    model = EFM(config)
-    paths = list_episodes(cfg.demos)
-    if cfg.max_episodes is not None:
-        paths = paths[:cfg.max_episodes]
-    if len(paths) < 2:
-        raise ValueError(f"{cfg.demos}: need at least 2 episodes (train + validation), found {len(paths)}")
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "features"
-    t0 = time.perf_counter()
-    fs = cached_episode_features(paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress)
-    feature_seconds = time.perf_counter() - t0
-    sim_demos = demo_backend(paths).startswith("efm_ros.sim.tabletop")
-    instructions = serving_instructions(fs, sim_demos)
-    table = embed_instructions(instructions, cache_dir / "instructions.npz")
-    table.save(out / "instructions.npz")
-    row_of = {t: i for i, t in enumerate(instructions)}
-    text_rows = np.array([row_of[t] for t in fs.instructions], np.int64)
-    text = torch.from_numpy(table.lookup(instructions))
-    feats = torch.from_numpy(fs.features)
-
-    train_eps, val_eps = split_episodes(len(fs), cfg.val_fraction, cfg.seed)
-    bins = config.stg_spec
-    bc_tr, stg_tr = bc_examples(fs, train_eps, text_rows), stg_examples(fs, train_eps, text_rows, bins)
-    bc_va, stg_va = bc_examples(fs, val_eps, text_rows), stg_examples(fs, val_eps, text_rows, bins)
+    t_start = time.perf_counter() if t_start is None else t_start
+    (bc_tr, stg_tr), (bc_va, stg_va) = train_examples, val_examples
     n_bc, n_stg = split_batch(cfg.batch_size)
-    steps = cfg.steps if cfg.epochs is None else max(1, math.ceil(cfg.epochs * len(bc_tr) / n_bc))
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-    print(f"train-sft: {len(train_eps)} train / {len(val_eps)} val episodes, {len(bc_tr)} BC + {len(stg_tr)} "
-          f"steps-to-go train examples, {steps} steps of {n_bc}+{n_stg}, features {tuple(fs.features.shape)} "
-          f"({feature_seconds:.0f} s)", flush=True)
-
     # -- optimizer: AdamW, weight decay on matrices/kernels only (not biases, norms) --------------
     params = model.trainable_parameters()
     decay = [p for p in params if p.ndim >= 2]
@@ -353,6 +320,59 @@ def train(cfg: SFTConfig) -> dict:
             t_train = time.perf_counter()
     if bar is not None:
         bar.close()
+
+    return rows, best_metrics, train_time
+
+
+def train(cfg: SFTConfig) -> dict:
+    """Run Stage 1 as configured; returns train_meta (also written to RUN/train_meta.json)."""
+    import torch
+
+    from efm_ros.data import list_episodes
+    from efm_ros.learn.features import cached_episode_features
+    from efm_ros.model.network import EFM, EFMConfig
+
+    t_start = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)                  # head init (and a random backbone's weights)
+
+    # -- model and data -------------------------------------------------------------------------
+    config = EFMConfig.from_dict({**EFMConfig().to_dict(), **cfg.model_config, "pretrained": not cfg.random_init})
+    model = EFM(config)
+    paths = list_episodes(cfg.demos)
+    if cfg.max_episodes is not None:
+        paths = paths[:cfg.max_episodes]
+    if len(paths) < 2:
+        raise ValueError(f"{cfg.demos}: need at least 2 episodes (train + validation), found {len(paths)}")
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "features"
+    t0 = time.perf_counter()
+    fs = cached_episode_features(paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress)
+    feature_seconds = time.perf_counter() - t0
+    sim_demos = demo_backend(paths).startswith("efm_ros.sim.tabletop")
+    instructions = serving_instructions(fs, sim_demos)
+    table = embed_instructions(instructions, cache_dir / "instructions.npz")
+    table.save(out / "instructions.npz")
+    row_of = {t: i for i, t in enumerate(instructions)}
+    text_rows = np.array([row_of[t] for t in fs.instructions], np.int64)
+    text = torch.from_numpy(table.lookup(instructions))
+    feats = torch.from_numpy(fs.features)
+
+    train_eps, val_eps = split_episodes(len(fs), cfg.val_fraction, cfg.seed)
+    bins = config.stg_spec
+    bc_tr, stg_tr = bc_examples(fs, train_eps, text_rows), stg_examples(fs, train_eps, text_rows, bins)
+    bc_va, stg_va = bc_examples(fs, val_eps, text_rows), stg_examples(fs, val_eps, text_rows, bins)
+    n_bc, n_stg = split_batch(cfg.batch_size)
+    steps = cfg.steps if cfg.epochs is None else max(1, math.ceil(cfg.epochs * len(bc_tr) / n_bc))
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    print(f"train-sft: {len(train_eps)} train / {len(val_eps)} val episodes, {len(bc_tr)} BC + {len(stg_tr)} "
+          f"steps-to-go train examples, {steps} steps of {n_bc}+{n_stg}, features {tuple(fs.features.shape)} "
+          f"({feature_seconds:.0f} s)", flush=True)
+
+    rows, best_metrics, train_time = fit_heads(model, feats, text, (bc_tr, stg_tr), (bc_va, stg_va), cfg, steps, out,
+                                               t_start)
 
     from efm_ros.learn.plots import plot_sft_curves
     plot_sft_curves(rows, out / "curves.png", best_metrics)

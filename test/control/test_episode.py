@@ -77,3 +77,21 @@ def test_invalid_config_and_start_rules():
     t.start("e", "i")
     with pytest.raises(RuntimeError):
         t.start("e2", "i")
+
+
+def test_the_live_reward_is_the_training_reward_one_tick_later():
+    """The tracker publishes r_t = d(o_t) - d(o_{t+1}) at frame t+1; the learner recomputes the same r_t
+    for action t from the recorded d (objectives.episode_returns): pinned equal, episode ends included."""
+    import numpy as np
+
+    from efm_ros.learn.objectives import episode_returns
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        d = np.concatenate([rng.uniform(3, 60, rng.integers(2, 30)), [0.5]])   # ends on success (d <= s)
+        t = EpisodeTracker(EpisodeConfig(success_threshold=1.0, success_k=1, max_steps=100))
+        t.start(f"e{trial}", "push the red block to the blue block")
+        live = [r.reward for r in run(t, d)]
+        assert t.phase is Phase.RESETTING
+        train, _ = episode_returns(d, 0.9)
+        np.testing.assert_allclose(live[1:], train, rtol=0, atol=1e-12)

@@ -40,6 +40,7 @@ def episodes_dir(tmp_path_factory, sim_model_dir):
 def test_one_iteration_updates_the_head_only_and_publishes_a_verified_version(tmp_path, sim_model_dir, episodes_dir):
     out = tmp_path / "si"
     imp = Improver(sim_model_dir, sim_model_dir, out, ImproveConfig(**SMALL))
+    initial = imp.version
     assert imp.ingest_dir(episodes_dir) == 5 and imp.counts["episodes_used"] == 5
     assert imp.ready() and len(imp.buffer) >= 32
     head0 = {k: v.clone() for k, v in imp.policy.state_dict().items()}
@@ -57,9 +58,13 @@ def test_one_iteration_updates_the_head_only_and_publishes_a_verified_version(tm
     policy, _ = load_model_checkpoints(vdir)
     assert all(torch.equal(policy.state_dict()[k], after[k]) for k in after)
     assert (out / "metrics.csv").exists() and (out / "curves.png").exists()
-    assert json.loads((out / "best.json").read_text())["version"] == "si-v0001"
+    # the iteration's row describes the episodes of the version that ACTED (the starting policy),
+    # so with one row the guard can only name that version, and its directory is the starting one
+    best = json.loads((out / "best.json").read_text())
+    assert best["version"] == initial and Path(best["directory"]) == Path(sim_model_dir).resolve()
     rows = list(csv.DictReader(open(out / "metrics.csv")))
-    assert rows[0]["version"] == "si-v0001" and "gt_success_rate" in rows[0]
+    assert rows[0]["version"] == rows[0]["version_trained_on"] == initial and rows[0]["new_version"] == "si-v0001"
+    assert "gt_success_rate" in rows[0]
     assert float(rows[0]["gt_reached_rate"]) >= float(rows[0]["gt_success_rate"])
 
     # strictly on-policy: an episode of the previous version is now skipped, one of the new is used
@@ -105,6 +110,10 @@ def test_in_process_practice_spends_its_budget_and_switches_versions(tmp_path, s
     assert load_model(res.final_version_dir).version == f"practice-v{res.iterations:04d}"
     # episodes after the first update were collected by the new version, so they were used too
     assert all(h["episodes"] > 0 for h in res.history)
+    # each row is tagged with the version whose episodes it describes: the start, then each new one
+    assert res.iterations >= 2
+    assert [h["version"] for h in res.history][1:] == [f"practice-v{i:04d}" for i in range(1, res.iterations)]
+    assert all(h["new_version"] == f"practice-v{h['iteration']:04d}" for h in res.history)
 
 
 def test_an_episode_the_detector_ends_on_its_first_tick_is_recorded_and_counted(tmp_path, sim_model_dir):
@@ -127,8 +136,8 @@ def test_an_episode_the_detector_ends_on_its_first_tick_is_recorded_and_counted(
 def test_choose_best_prefers_the_audit_model_and_never_uses_ground_truth():
     from efm_ros.learn.improve import choose_best
 
-    rows = [{"version": f"si-v{i:04d}", "episode_length": 50.0, "detector_success_rate": det, "gt_success_rate": gt,
-             "audit_progress": prog} for i, (det, gt, prog) in
+    rows = [{"version": f"si-v{i:04d}", "episode_length": 50.0, "detector_success_rate": det, "gt_success_rate": 0.0,
+             "gt_reached_rate": gt, "audit_progress": prog} for i, (det, gt, prog) in
             enumerate([(0.1, 0.3, 5.0), (0.2, 0.4, 9.0), (0.9, 0.0, 1.0)], start=1)]
     best = choose_best(rows, window=1)
     assert best["version"] == "si-v0002" and best["measure"].startswith("audit model progress")
