@@ -34,12 +34,20 @@ def episode_config_for(reward_model, max_steps: int = 100) -> EpisodeConfig:
 
 def rollout(robot, policy, reward_model, *, seed: int, episode_id: str, robot_name: str = "sim_0",
             max_steps: int = 100, instruction: str | None = None, rng: np.random.Generator | None = None,
-            control_rate_hz: float | None = None) -> Episode:
-    """One episode of ``policy`` (an OnnxEFM) on ``robot`` judged by ``reward_model`` (OnnxEFM)."""
+            control_rate_hz: float | None = None, oracle=None, stop_on_oracle: bool = False) -> Episode:
+    """One episode of ``policy`` (an OnnxEFM) on ``robot`` judged by ``reward_model`` (OnnxEFM).
+
+    Experiment code only (the Stage-2 ladder): ``oracle`` (``learn.oracle.OracleStepsToGo`` on this
+    robot) records its privileged d per frame in ``custom_data["oracle_d"]``; ``stop_on_oracle``
+    ends the episode on the oracle (ground truth) instead of the learned detector."""
     # the layout comes from np.random.default_rng(seed) inside the robot: the actions get their own
     # stream, or the policy's sampling noise would replay the layout's random numbers
     rng = rng or np.random.default_rng([int(seed), ACTION_STREAM])
-    tracker = EpisodeTracker(episode_config_for(reward_model, max_steps))
+    if stop_on_oracle and oracle is None:
+        raise ValueError("stop_on_oracle needs an oracle")
+    detector = oracle if stop_on_oracle else reward_model
+    tracker = EpisodeTracker(episode_config_for(detector, max_steps))
+    oracle_d = []
     text = robot.reset(seed=seed, instruction=instruction)
     tracker.start(episode_id, text)
     rate = control_rate_hz or getattr(robot, "control_rate_hz", 10.0)
@@ -53,7 +61,9 @@ def rollout(robot, policy, reward_model, *, seed: int, episode_id: str, robot_na
         gt.append(bool(robot.success()))
         prev_in = frame if prev is None else prev
         d, dist = reward_model.steps_to_go(frame, prev_in, text)
-        res = tracker.tick(d)
+        if oracle is not None:
+            oracle_d.append(oracle.steps_to_go(frame, prev_in, text)[0])
+        res = tracker.tick(oracle_d[-1] if stop_on_oracle else d)
         ds.append(d), dists.append(dist), rewards.append(res.reward), fired.append(res.success)
         if res.event is not None:
             end = res.event
@@ -74,13 +84,19 @@ def rollout(robot, policy, reward_model, *, seed: int, episode_id: str, robot_na
                           steps=T, instruction=text, policy_version=policy.version,
                           reward_model_version=reward_model.version,
                           success_threshold=tracker.config.success_threshold, success_k=tracker.config.success_k)]
+    extra_data = {}
+    if oracle is not None:
+        import json
+
+        extra_data = {"oracle_d": json.dumps([round(float(x), 5) for x in oracle_d]), "oracle": oracle.version,
+                      "termination": "oracle" if stop_on_oracle else "detector"}
     return Episode(robot=robot_name, episode_id=episode_id, instruction=text, frames=np.stack(frames),
                    frame_stamps_ns=stamps, actions=np.asarray(actions, np.float32).reshape(T, dims),
                    tokens=np.asarray(tokens, np.int32).reshape(T, dims), log_probs=np.asarray(logps, np.float32),
                    entropies=np.asarray(ents, np.float32), policy_versions=[policy.version] * T,
                    outcome=outcome, termination_reason=end.reason, events=events, steps_to_go=track,
                    custom_data={"seed": str(seed), "control_rate_hz": str(rate), "source": "policy",
-                                "gt_success": str(gt[-1]).lower()},
+                                "gt_success": str(gt[-1]).lower(), **extra_data},
                    extras={EVAL_SUCCESS_TOPIC: [(int(s), _bool_msg(g)) for s, g in zip(stamps, gt)]})
 
 

@@ -23,6 +23,7 @@ from :func:`efm_ros.learn.evaluate.evaluate_policy`. Results: ``OUT/results.json
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -164,34 +165,80 @@ def rm_ablation(args) -> dict:
     return results
 
 
+#: the tabletop rungs of the ladder: (reward from the oracle?, episodes end on the oracle?)
+RUNGS = {"a": (True, True), "b": (False, True), "c": (True, False), "d": (False, False)}
+RUNG_NAMES = {"a": "oracle reward + oracle termination", "b": "learned reward + oracle termination",
+              "c": "oracle reward + learned detector", "d": "the product: learned reward + learned detector"}
+
+
+def _record(path: str, key: str, value: dict) -> None:
+    rec = Path(path)
+    doc = json.loads(rec.read_text()) if rec.exists() else {}
+    doc[key] = value
+    rec.parent.mkdir(parents=True, exist_ok=True)
+    rec.write_text(json.dumps(doc, indent=1))
+
+
 def ladder(args) -> dict:
-    """The Stage-2 ladder (issue: prove the learner before the reward model). Rung "pointmass":
-    the authors' toy with our Stage-1/Stage-2 code (efm_ros.learn.pointmass); writes
-    OUT/results.json, OUT/curves.png and, with --record, docs/results/ladder.json's pointmass entry."""
+    """The Stage-2 ladder (simulation only): prove the learner before the reward model.
+
+    Rung "pointmass" (0): the authors' toy with our Stage-1/Stage-2 code (efm_ros.learn.pointmass).
+    Rungs a-d: Stage 2 from ``--model`` on the embedded table with the same budget, the reward and
+    the termination each either the learned model's or the PRIVILEGED oracle's (learn.oracle):
+    success before -> chosen without ground truth -> last, with CIs, and per-iteration entropy,
+    returns and gradient norms. Writes OUT/results.json, and with --record one entry of the ladder JSON."""
     from efm_ros.learn.improve import ImproveConfig
-    from efm_ros.learn.pointmass import PointmassConfig, run
 
     results = {}
     for seed in args.seeds:
         improve = ImproveConfig(seed=seed, **({"lr": args.lr} if args.lr else {}), **json.loads(args.improve or "{}"))
-        cfg = PointmassConfig(demos=args.demos_count, sft_steps=args.sft_steps, si_transitions=args.si_transitions,
-                              eval_episodes=args.eval_episodes, seed=seed, improve=improve, threads=args.threads)
-        r = run(cfg, Path(args.out) / f"seed{seed}")
-        results[str(seed)] = {k: r[k] for k in ("before", "after", "stage1", "seconds")}
-    out = {"rung": "pointmass", "seeds": results,
-           "target": "SFT ~0.92 -> SI ~1.00, episode length ~69 -> ~13 steps (PAPER.md 4.7)"}
+        sd = Path(args.out) / f"seed{seed}"
+        if args.rung == "pointmass":
+            from efm_ros.learn.pointmass import PointmassConfig, run
+
+            cfg = PointmassConfig(demos=args.demos_count, sft_steps=args.sft_steps, si_transitions=args.si_transitions,
+                                  eval_episodes=args.eval_episodes, seed=seed, improve=improve, threads=args.threads)
+            r = run(cfg, sd)
+            results[str(seed)] = {k: r[k] for k in ("before", "after", "stage1", "seconds")}
+            continue
+        from efm_ros.learn.practice import practise_sim
+
+        oracle_reward, oracle_termination = RUNGS[args.rung]
+        t0 = time.monotonic()
+        b2b = {"families": ["block2block"]}
+        res = practise_sim(args.model, args.model, sd / "si", episode_budget=args.episodes, config=improve,
+                           workers=args.workers, seed=seed, robot_kwargs=b2b, oracle=args.oracle,
+                           oracle_reward=oracle_reward, oracle_termination=oracle_termination)
+        row = {"before": _evaluate(Path(args.model), args.eval_episodes, args.workers, families=["block2block"]),
+               "last": _evaluate(res.final_version_dir, args.eval_episodes, args.workers, families=["block2block"]),
+               "iterations": res.iterations, "episodes": res.episodes,
+               "history": [{k: h.get(k) for k in ("iteration", "version", "episodes", "gt_reached_rate",
+                                                 "detector_success_rate", "episode_length", "policy_entropy",
+                                                 "train_entropy", "mean_return", "return_mean", "return_std",
+                                                 "grad_norm", "grad_norm_max", "loss")} for h in res.history]}
+        if res.best_version_dir is not None:
+            row["chosen"] = _evaluate(res.best_version_dir, args.eval_episodes, args.workers, families=["block2block"])
+            row["chosen"]["version"] = json.loads((sd / "si" / "best.json").read_text())["version"]
+        row["seconds"] = time.monotonic() - t0
+        results[str(seed)] = row
+    out = {"rung": args.rung, "seeds": results}
+    if args.rung == "pointmass":
+        out["target"] = "SFT ~0.92 -> SI ~1.00, episode length ~69 -> ~13 steps (PAPER.md 4.7)"
+    else:
+        out.update({"name": RUNG_NAMES[args.rung], "model": str(args.model), "oracle": args.oracle,
+                    "practice_episodes": args.episodes, "improve": dataclasses.asdict(improve)})
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "results.json").write_text(json.dumps(out, indent=1))
     if args.record:
-        rec = Path(args.record)
-        ladder_doc = json.loads(rec.read_text()) if rec.exists() else {}
-        ladder_doc["pointmass"] = out
-        rec.parent.mkdir(parents=True, exist_ok=True)
-        rec.write_text(json.dumps(ladder_doc, indent=1))
+        _record(args.record, args.rung if args.rung == "pointmass" else f"{args.rung}:{args.tag or 'default'}", out)
     for seed, r in results.items():
-        b, a = r["before"], r["after"]
-        print(f"seed {seed}: SFT {b['success']:.1%} ({b['mean_length']:.1f} steps) -> SFT+SI {a['success']:.1%} "
-              f"({a['mean_length']:.1f} steps)", flush=True)
+        if args.rung == "pointmass":
+            b, a = r["before"], r["after"]
+            print(f"seed {seed}: SFT {b['success']:.1%} ({b['mean_length']:.1f} steps) -> SFT+SI {a['success']:.1%} "
+                  f"({a['mean_length']:.1f} steps)", flush=True)
+        else:
+            print(f"seed {seed}: before {r['before']['success']:.1%} -> chosen "
+                  f"{r.get('chosen', {}).get('success', float('nan')):.1%} -> last {r['last']['success']:.1%}", flush=True)
     return out
 
 
@@ -248,7 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--cache-dir", type=Path, default=None,
                        help="Stage-1 feature cache (default DEMOS_features next to the demos)")
     lad = sub.add_parser("ladder", help="the Stage-2 ladder (simulation only); --rung pointmass: the authors' toy")
-    lad.add_argument("--rung", choices=("pointmass",), default="pointmass")
+    lad.add_argument("--rung", choices=("pointmass", *RUNGS), default="pointmass",
+                     help="pointmass (0) or a-d: " + "; ".join(f"{k} = {v}" for k, v in RUNG_NAMES.items()))
+    lad.add_argument("--model", type=Path, default=Path("models/efm_sft"), help="rungs a-d: the Stage-1 model (policy and reward)")
+    lad.add_argument("--episodes", type=int, default=300, help="rungs a-d: practice episodes")
+    lad.add_argument("--oracle", choices=("goal", "approach"), default="goal",
+                     help="rungs a-d: privileged d: goal = A (target to goal), approach = B (+ pusher to the block)")
+    lad.add_argument("--tag", default="", help="rungs a-d: name of this variant in the ladder JSON")
     lad.add_argument("--demos-count", type=int, default=10_000, help="PD demonstrations (notebook: 10,000)")
     lad.add_argument("--sft-steps", type=int, default=20_000, help="Stage-1 steps at batch 256")
     lad.add_argument("--si-transitions", type=int, default=131_072, help="Stage-2 budget (notebook: 131,072)")

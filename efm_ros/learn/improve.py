@@ -184,7 +184,11 @@ class Improver:
     """One Stage-2 learner: policy (trainable head), frozen reward model, buffer, versions."""
 
     def __init__(self, policy_dir: str | Path, reward_dir: str | Path, out_dir: str | Path,
-                 config: ImproveConfig | None = None, *, ground_truth_topic: str = "eval/success"):
+                 config: ImproveConfig | None = None, *, ground_truth_topic: str = "eval/success",
+                 reward_source=None):
+        """reward_source: None (the product: d from the frozen reward model on the recorded frames),
+        or, in experiment code only, a callable episode -> d per frame (the ladder's oracle rungs).
+        Deliberately not an ImproveConfig field nor a command-line option."""
         from efm_ros.model.export import OnnxFeatureExtractor, load_model_checkpoints
         from efm_ros.model.runtime import load_model
         from efm_ros.model.text import InstructionTable
@@ -209,6 +213,7 @@ class Improver:
         self.buffer = OnPolicyBuffer(version=self.version)
         self.version_dirs = {self.version: str(self.policy_dir.resolve())}
         self.gt_topic = ground_truth_topic
+        self.reward_source = reward_source
         self.iteration = 0
         self.seen: set[str] = set()
         self.counts = {"episodes_used": 0, "episodes_off_policy": 0, "episodes_unfinished": 0, "episodes_empty": 0,
@@ -239,7 +244,10 @@ class Improver:
             return f"skipped: {why}"
         frames = ep.frames
         prev = np.concatenate([frames[:1], frames[:-1]])          # frame 0's previous frame is itself
-        d, _ = self.reward.steps_to_go(frames, prev, ep.instruction)  # frozen reward model, offline
+        if self.reward_source is None:
+            d, _ = self.reward.steps_to_go(frames, prev, ep.instruction)  # frozen reward model, offline
+        else:
+            d = self.reward_source(ep)                                     # experiment code: the ladder
         rewards, returns = episode_returns(np.asarray(d, np.float64), self.config.gamma)
         feats = self.features(frames)
         emb = self.instructions.lookup([ep.instruction])[0]
@@ -256,7 +264,7 @@ class Improver:
              "mean_reward": float(np.mean(rewards)), "return_0": float(returns[0]),
              "entropy": float(np.mean(ep.entropies)) if len(ep.entropies) else float("nan")}
         track = ep.steps_to_go
-        if track is not None and track.present.any():
+        if self.reward_source is None and track is not None and track.present.any():
             live = track.expected_steps[track.present]
             m["reward_check_max_abs_diff"] = float(np.max(np.abs(live - d[track.present])))
         gt = [v for k, msgs in ep.extras.items() if k.endswith(self.gt_topic) for _, v in msgs]

@@ -45,10 +45,15 @@ def _model(path: str):
 def _rollout_task(args):
     from efm_ros.learn.actors import rollout
 
-    policy_dir, reward_dir, seed, episode_id, max_steps = args
+    policy_dir, reward_dir, seed, episode_id, max_steps, oracle_kind, stop_on_oracle = args
     policy, reward = _model(policy_dir), _model(reward_dir)
+    oracle = None
+    if oracle_kind:
+        from efm_ros.learn.oracle import OracleStepsToGo
+
+        oracle = OracleStepsToGo(_CACHE["robot"], oracle_kind)
     return rollout(_CACHE["robot"], policy, reward, seed=seed, episode_id=episode_id, max_steps=max_steps,
-                   rng=None)
+                   rng=None, oracle=oracle, stop_on_oracle=stop_on_oracle)
 
 
 @dataclass
@@ -66,11 +71,15 @@ class PracticeResult:
 
 def practise_sim(policy_dir: str | Path, reward_dir: str | Path, out_dir: str | Path, *, episode_budget: int,
                  config: ImproveConfig | None = None, workers: int = 2, seed: int = 0, max_steps: int = 100,
-                 robot_kwargs: dict | None = None, progress: bool = True) -> PracticeResult:
+                 robot_kwargs: dict | None = None, progress: bool = True, oracle: str = "",
+                 oracle_reward: bool = False, oracle_termination: bool = False) -> PracticeResult:
     """Practise until ``episode_budget`` episodes have been collected; returns the versions made.
 
     robot_kwargs: TabletopRobot options, e.g. {"families": ["block2block"]} (the paper's practice
     task) or {"variant": "novel_bar"} (the novel object).
+    oracle ("goal" / "approach", experiment code only: the Stage-2 ladder): privileged simulator d
+    recorded per frame; ``oracle_reward`` makes it the learner's reward, ``oracle_termination``
+    ends the episodes on it (ground truth) instead of the learned detector.
     """
     import json
 
@@ -78,7 +87,12 @@ def practise_sim(policy_dir: str | Path, reward_dir: str | Path, out_dir: str | 
 
     t0 = time.monotonic()
     out_dir = Path(out_dir)
-    imp = Improver(policy_dir, reward_dir, out_dir, config or ImproveConfig(seed=seed))
+    if (oracle_reward or oracle_termination) and not oracle:
+        raise ValueError("oracle_reward / oracle_termination need an oracle kind")
+    reward_source = None
+    if oracle_reward:
+        from efm_ros.learn.oracle import oracle_d_of as reward_source
+    imp = Improver(policy_dir, reward_dir, out_dir, config or ImproveConfig(seed=seed), reward_source=reward_source)
     current = Path(policy_dir)
     robot_kwargs = dict(robot_kwargs or {"families": ["block2block"]})
     ctx = mp.get_context("spawn")
@@ -88,8 +102,8 @@ def practise_sim(policy_dir: str | Path, reward_dir: str | Path, out_dir: str | 
         while done < episode_budget:
             # one wave of episodes with the current version; the learner needs >= N·B transitions
             wave = min(max(workers, 4), episode_budget - done)
-            tasks = [(str(current), str(reward_dir), seed * 1_000_003 + done + i, f"si_s{seed}_e{done + i:06d}", max_steps)
-                     for i in range(wave)]
+            tasks = [(str(current), str(reward_dir), seed * 1_000_003 + done + i, f"si_s{seed}_e{done + i:06d}", max_steps,
+                      oracle, oracle_termination) for i in range(wave)]
             for ep in pool.imap(_rollout_task, tasks):
                 imp.add_episode(ep)
                 done += 1

@@ -85,10 +85,12 @@ def test_improve_publishes_each_iteration_on_ros(tmp_path, rclpy_context, sim_mo
         node.destroy_node()
     msg = got[0]
     row = next(csv.DictReader(open(out / "metrics.csv")))
-    assert msg.iteration == 1 and msg.version == "si-v0001" == row["version"]
+    # the row describes the episodes of the version that acted; the message names the new version too
+    assert msg.iteration == 1 and msg.version == "si-v0001" == row["new_version"]
+    assert msg.trained_on_version == row["version"] == row["version_trained_on"]
     assert msg.episodes == 4 == int(row["episodes"])
     assert math.isclose(msg.detector_success_rate, float(row["detector_success_rate"]), abs_tol=1e-6)
     assert 0.0 <= msg.gt_success_rate <= 1.0, "the embedded robot reports ground truth (simulation only)"
-    assert msg.best_version == "si-v0001"
+    assert msg.best_version == row["version"]   # one iteration: the guard can only judge the starting version
     values = diagnostic_values(diags, "self-improvement")
     assert values["version"] == "si-v0001" and values["iteration"] == "1"
