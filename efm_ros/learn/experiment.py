@@ -172,11 +172,20 @@ RUNG_NAMES = {"a": "oracle reward + oracle termination", "b": "learned reward + 
 
 
 def _record(path: str, key: str, value: dict) -> None:
+    """Set one entry of a shared results JSON; runs started side by side may record concurrently
+    (an exclusive lock around the read-modify-write, and an atomic replace)."""
+    import fcntl
+    import os
+
     rec = Path(path)
-    doc = json.loads(rec.read_text()) if rec.exists() else {}
-    doc[key] = value
     rec.parent.mkdir(parents=True, exist_ok=True)
-    rec.write_text(json.dumps(doc, indent=1))
+    with open(rec.with_name(f".{rec.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc = json.loads(rec.read_text()) if rec.exists() else {}
+        doc[key] = value
+        tmp = rec.with_name(f".{rec.name}.tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, rec)
 
 
 def ladder(args) -> dict:

@@ -82,6 +82,10 @@ class ImproveConfig:
     max_grad_norm: float = 0.0
     """gradient clipping of the global norm; 0 = none (the paper clips nothing; at 1.0 it clipped almost
     every learned-reward update, pre-clip norms 1.3-2.5, docs/results.md)"""
+    train_layers: str = "all"
+    """which part of the head Stage 2 trains: "all" (every head layer; the paper trains all but the
+    ViT), or "mlp" (only the MLP, instruction projection and action head: the perception layers
+    before them, e.g. the keypoint convolutions, stay as Stage 1 left them)"""
     returns: str = "paper"
     """how the Monte-Carlo returns enter the loss (:data:`RETURN_TRANSFORMS`): "paper" = R_t as is;
     a named departure (e.g. "standardise") must be justified by the ladder (docs/results.md)"""
@@ -140,8 +144,11 @@ class ReinforceLearner:
             raise ValueError(f"unknown returns transform {config.returns!r}; known: {sorted(RETURN_TRANSFORMS)}")
         self.config, self.rank, self.world = config, rank, world
         self.policy = policy
-        for p in policy.trunk.stg_head.parameters():
-            p.requires_grad_(False)
+        if config.train_layers not in ("all", "mlp"):
+            raise ValueError(f"train_layers must be 'all' or 'mlp', got {config.train_layers!r}")
+        for name, p in policy.trunk.named_parameters():
+            keep = name.startswith(("mlp.", "action_head.", "text_proj.")) if config.train_layers == "mlp" else True
+            p.requires_grad_(keep and not name.startswith("stg_head."))
         self.head = _Head(policy)
         self.module = self.head
         if _dist():

@@ -156,3 +156,21 @@ def test_audit_model_scores_every_episode(tmp_path, sim_model_dir, episodes_dir)
     d = imp.history[0]
     assert np.isfinite(row["audit_progress"]) and np.isfinite(d["audit_final_d"])
     assert json.loads((tmp_path / "si" / "best.json").read_text())["measure"].startswith("audit model progress")
+
+
+def test_train_layers_mlp_leaves_the_perception_layers_as_stage1_left_them(sim_model_dir):
+    from efm_ros.learn.improve import ReinforceLearner
+
+    policy, _ = load_model_checkpoints(sim_model_dir)
+    before = {k: v.clone() for k, v in policy.trunk.state_dict().items()}
+    learner = ReinforceLearner(policy, ImproveConfig(updates=1, batch_size=8, train_layers="mlp", lr=1e-2))
+    shape = policy.feature_shape
+    rng = np.random.default_rng(0)
+    data = {"features_cur": rng.normal(size=(8, *shape)).astype(np.float32),
+            "features_prev": rng.normal(size=(8, *shape)).astype(np.float32),
+            "text": rng.normal(size=(8, 384)).astype(np.float32),
+            "tokens": rng.integers(0, 21, (8, 2)), "returns": rng.normal(size=8).astype(np.float32)}
+    learner.update(data)
+    after = policy.trunk.state_dict()
+    changed = {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])}
+    assert changed and changed <= {"mlp", "action_head", "text_proj"}, changed
