@@ -116,9 +116,10 @@ def rollouts(policy, reward, episodes: int, seed: int, envs: int = 64, greedy: b
     states, tokens, the frozen reward model's d on every frame, and ground-truth success."""
     import torch
 
+    from efm_ros.learn.actors import ACTION_STREAM
     from efm_ros.learn.objectives import expected_steps_to_go
 
-    rng = np.random.default_rng([seed, 0xAC7])          # action sampling: its own stream
+    rng = np.random.default_rng([seed, ACTION_STREAM])  # action sampling: its own stream
     env = pm.PointMass(envs, seed)                        # layouts: the env's stream
     bins = policy.config.action_spec
     values = torch.from_numpy(reward.config.stg_spec.values)
@@ -191,12 +192,13 @@ def stage2(policy, reward, cfg: PointmassConfig, log=print) -> list[dict]:
     history, spent, it = [], 0, 0
     per_wave = max(1, need // 100)
     while spent < cfg.si_transitions:
-        eps = []
+        eps, first_returns = [], []
         while not buffer.ready(icfg.updates, icfg.batch_size):
             wave = rollouts(policy, reward, per_wave, seed=cfg.seed * 1_000_003 + 7919 * it + len(eps), envs=min(cfg.envs, per_wave))
             for e in wave:
                 T = e["steps"]
                 _, returns = episode_returns(e["d"], icfg.gamma)
+                first_returns.append(float(returns[0]))
                 with torch.no_grad():
                     f = policy.backbone_features(torch.from_numpy(e["states"][:T])).numpy()
                 buffer.add_episode(f, f, np.ones((T, 1), np.float32), e["tokens"], returns)
@@ -205,7 +207,7 @@ def stage2(policy, reward, cfg: PointmassConfig, log=print) -> list[dict]:
         stats = learner.update(buffer.arrays())
         it += 1
         row = {"iteration": it, "transitions_spent": spent, **summarise(eps), **stats,
-               "mean_return_0": float(np.mean([episode_returns(e["d"], icfg.gamma)[1][0] for e in eps]))}
+               "mean_return_0": float(np.mean(first_returns))}
         history.append(row)
         buffer.clear(version=f"v{it}")
         if log:
