@@ -13,6 +13,8 @@ episode (then o_t is its last frame, with no action) → otherwise the policy sa
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from efm_ros.control.episode import EpisodeConfig, EpisodeTracker
@@ -86,9 +88,9 @@ def rollout(robot, policy, reward_model, *, seed: int, episode_id: str, robot_na
                           success_threshold=tracker.config.success_threshold, success_k=tracker.config.success_k)]
     extra_data = {}
     if oracle is not None:
-        import json
+        from efm_ros.learn.oracle import ORACLE_D_KEY
 
-        extra_data = {"oracle_d": json.dumps([round(float(x), 5) for x in oracle_d]), "oracle": oracle.version,
+        extra_data = {ORACLE_D_KEY: json.dumps([round(float(x), 5) for x in oracle_d]), "oracle": oracle.version,
                       "termination": "oracle" if stop_on_oracle else "detector"}
     return Episode(robot=robot_name, episode_id=episode_id, instruction=text, frames=np.stack(frames),
                    frame_stamps_ns=stamps, actions=np.asarray(actions, np.float32).reshape(T, dims),
