@@ -172,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         if versions and versions[-1] != run / "si" / best["directory"]:
             candidates[f"last ({versions[-1].name})"] = versions[-1]
         for name, path in candidates.items():
-            after[name] = _evaluate(path, args.eval_episodes, eval_seed, name)
+            # the guard may keep the starting policy (no version beat it): its result is `before`,
+            # on the same fixed seeds, so it is not evaluated a second time
+            same = path.resolve() == args.model.resolve()
+            after[name] = before if same else _evaluate(path, args.eval_episodes, eval_seed, name)
     table = report(run, before, after)
     print(f"\n== report ({run}/report.md, {run}/report.png)\n\n{table}\n", flush=True)
     return 0
