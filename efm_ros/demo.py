@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not (args.model / "manifest.json").exists():
         print(f"efm-ros demo: no Stage-1 model at {args.model}. Build the bundled one with "
-              f"`bash scripts/make_bundled_model.sh` (see docs/results.md).", file=sys.stderr)
+              f"`bash tools/make_bundled_model.sh` (see docs/results.md).", file=sys.stderr)
         return 2
     run = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     run.mkdir(parents=True, exist_ok=True)

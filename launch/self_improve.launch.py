@@ -1,43 +1,34 @@
 """ros2 launch efm_ros self_improve.launch.py robots:=4 sim:=true model:=... episodes_dir:=...
 
-A thin adapter: the nodes, namespaces, parameters and remappings come from
-efm_ros.graph.description.describe_graph, the same description `efm-ros up` runs without launch.
+A thin adapter: the arguments, nodes, namespaces, parameters, remappings and the environment come
+from efm_ros.graph.description (graph_arguments, launch_plan), the same description `efm-ros up`
+runs without launch. Every argument: `ros2 launch efm_ros self_improve.launch.py --show-args`.
+
+Camera frames over 512 KB need Fast DDS's big shared-memory profile: it is set for the nodes
+(FASTDDS_DEFAULT_PROFILES_FILE = share/efm_ros/config/fastdds_shm_big.xml) unless
+FASTDDS_DEFAULT_PROFILES_FILE or FASTDDS_BUILTIN_TRANSPORTS is set already.
+
+Stopping: Ctrl-C, or SIGTERM to the launch process (`kill <pid>`). A launch started from a script
+or a service ignores SIGINT (a background job of a non-interactive shell); send SIGTERM.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from efm_ros.graph.description import PACKAGE, default_params_file, describe_graph
-
-ARGUMENTS = {
-    "robots": ("1", "number of robots (namespaces /robot_0 .. /robot_N-1)"),
-    "sim": ("true", "true: embedded simulator per robot; false: real arms provide camera/cmd_vel/reset"),
-    "model": ("models/efm_sft", "exported policy model directory"),
-    "reward_model": ("", "frozen Stage-1 reward model directory (default: model)"),
-    "episodes_dir": ("episodes", "where the loggers write one rosbag per episode"),
-    "params_file": ("", "parameters YAML (default: share/efm_ros/config/efm_ros.yaml)"),
-    "seed": ("0", "base seed (per-robot seeds derive from it)"),
-    "first_robot": ("0", "index of the first robot namespace (fleets across machines)"),
-    "watch_dir": ("", "policy versions directory to hot-swap from (the trainer's RUN/versions)"),
-}
+from efm_ros.graph.description import PACKAGE, graph_arguments, launch_plan
 
 
 def _nodes(context):
-    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    params_file = arg["params_file"] or str(default_params_file())
-    specs = describe_graph(robots=int(arg["robots"]), sim=arg["sim"].lower() in ("1", "true", "yes"),
-                           model=arg["model"], reward_model=arg["reward_model"] or None,
-                           episodes_dir=arg["episodes_dir"], seed=int(arg["seed"]),
-                           first_robot=int(arg["first_robot"]), watch_dir=arg["watch_dir"] or None)
-    return [Node(package=PACKAGE, executable=s.executable, name=s.name, namespace=s.namespace,
-                 parameters=[params_file, dict(s.overrides)], remappings=list(s.remappings),
-                 output="screen", emulate_tty=True)
-            for s in specs]
+    plan = launch_plan({a.name: LaunchConfiguration(a.name).perform(context) for a in graph_arguments()})
+    return ([SetEnvironmentVariable(name, value) for name, value in plan.env.items()]
+            + [Node(package=PACKAGE, executable=s.executable, name=s.name, namespace=s.namespace,
+                    parameters=[str(plan.params_file), dict(s.overrides)], remappings=list(s.remappings),
+                    output="screen", emulate_tty=True)
+               for s in plan.specs])
 
 
 def generate_launch_description():
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=doc)
-         for name, (default, doc) in ARGUMENTS.items()]
+        [DeclareLaunchArgument(a.name, default_value=a.launch_default, description=a.help) for a in graph_arguments()]
         + [OpaqueFunction(function=_nodes)])

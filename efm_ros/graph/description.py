@@ -20,6 +20,9 @@ paths, episodes directory, per-robot seed) are overrides computed here.
 """
 from __future__ import annotations
 
+import inspect
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,17 +31,42 @@ PACKAGE = "efm_ros"
 
 def default_params_file() -> Path:
     """config/efm_ros.yaml of the source tree, or of the installed share/efm_ros."""
-    import os
-    import sys
-
     here = Path(__file__).resolve().parents[2] / "config" / "efm_ros.yaml"
-    candidates = [here, Path(sys.prefix) / "share" / PACKAGE / "config" / "efm_ros.yaml"]
-    candidates += [Path(p) / "share" / PACKAGE / "config" / "efm_ros.yaml"
-                   for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    candidates = [here] + [p / "share" / PACKAGE / "config" / "efm_ros.yaml" for p in install_prefixes()]
     for c in candidates:
         if c.exists():
             return c
     raise FileNotFoundError(f"efm_ros.yaml not found in {[str(c) for c in candidates]}")
+
+
+def install_prefixes() -> list[Path]:
+    """Where an installed efm_ros may live: each prefix on AMENT_PREFIX_PATH (a sourced colcon
+    workspace or ROS install), then this interpreter's prefix (the pip world's venv)."""
+    prefixes = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    return prefixes + [Path(sys.prefix)]
+
+
+def find_node_executable(executable: str) -> Path:
+    """lib/efm_ros/<executable> of the first prefix that registers efm_ros in its ament index,
+    exactly where ``ros2 run`` / ``ros2 launch`` look for it."""
+    for prefix in install_prefixes():
+        exe = prefix / "lib" / PACKAGE / executable
+        if (prefix / "share" / "ament_index" / "resource_index" / "packages" / PACKAGE).exists() and exe.exists():
+            return exe
+    raise FileNotFoundError(
+        f"no installed executable {executable!r} of {PACKAGE} in {[str(p) for p in install_prefixes()]}: "
+        f"run `make setup` (pip world) or `colcon build` and source install/setup.bash")
+
+
+def large_image_transport(environ=None) -> dict[str, str]:
+    """The environment both launchers add for camera frames over 512 KB: Fast DDS's shared-memory
+    profile with big segments (config/fastdds_shm_big.xml; LARGE_DATA alone lost most best-effort
+    VGA frames). Nothing when the user chose a transport (either variable already set)."""
+    environ = os.environ if environ is None else environ
+    if "FASTDDS_DEFAULT_PROFILES_FILE" in environ or "FASTDDS_BUILTIN_TRANSPORTS" in environ:
+        return {}
+    profile = default_params_file().with_name("fastdds_shm_big.xml")
+    return {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile)} if profile.exists() else {}
 
 
 @dataclass(frozen=True)
@@ -119,3 +147,97 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
                      {"episodes_dir": str(episodes_dir), "robot": robot}),
         ]
     return specs
+
+
+def node_executables() -> list[str]:
+    """The five node executables a robot's graph runs (lib/efm_ros/<name>; scripts/<name> in the source)."""
+    return [s.executable for s in describe_graph(robots=1, sim=True)]
+
+
+# -- the graph's arguments: `ros2 launch efm_ros self_improve.launch.py NAME:=VALUE` and `efm-ros up --NAME VALUE`
+
+#: help for each launch argument / runner flag. The names and defaults are describe_graph's keyword
+#: arguments (their one home) plus the parameters file.
+_ARGUMENT_HELP = {
+    "robots": "number of robots (namespaces /robot_<first_robot> ..)",
+    "sim": "true: the embedded simulator per robot; false: real arms provide camera/image_raw, cmd_vel and reset",
+    "model": "exported policy model directory",
+    "reward_model": "frozen Stage-1 reward model directory (default: model)",
+    "episodes_dir": "where the loggers write one rosbag per episode",
+    "seed": "base seed (per-robot seeds derive from it)",
+    "first_robot": "index of the first robot namespace (fleets across machines)",
+    "watch_dir": "policy versions directory to hot-swap from (the trainer's RUN/versions)",
+    "params_file": "parameters YAML (default: config/efm_ros.yaml of the package)",
+}
+
+
+@dataclass(frozen=True)
+class GraphArgument:
+    name: str
+    default: object
+    kind: type
+    """int, bool or str; optional strings have default None"""
+    help: str
+
+    @property
+    def launch_default(self) -> str:
+        """The default as a launch argument's string ('' = None)."""
+        if self.default is None:
+            return ""
+        return ("true" if self.default else "false") if self.kind is bool else str(self.default)
+
+    def parse(self, text: str):
+        """A launch argument's string -> the typed value describe_graph takes."""
+        if self.kind is bool:
+            low = str(text).strip().lower()
+            if low not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(f"launch argument {self.name}:={text!r} is not a boolean (true/false)")
+            return low in ("1", "true", "yes", "on")
+        if self.kind is int:
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError(f"launch argument {self.name}:={text!r} is not an integer") from None
+        return text if (text != "" or self.default is not None) else None
+
+
+def graph_arguments() -> list[GraphArgument]:
+    """Every argument of the graph, for both launchers, from describe_graph's signature."""
+    kinds = {"int": int, "bool": bool, "str": str, "str | None": str}
+    args = [GraphArgument(name, p.default, kinds[p.annotation], _ARGUMENT_HELP[name])
+            for name, p in inspect.signature(describe_graph).parameters.items()]
+    return args + [GraphArgument("params_file", None, str, _ARGUMENT_HELP["params_file"])]
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What a launcher starts: the nodes, the parameters file they all read, the environment to add."""
+
+    specs: list[NodeSpec]
+    params_file: Path
+    env: dict[str, str]
+
+
+def launch_plan(values: dict, environ=None) -> LaunchPlan:
+    """values: name -> typed value (runner flags) or string (launch arguments), for any subset of
+    graph_arguments(); the rest take their defaults."""
+    typed = {}
+    for a in graph_arguments():
+        v = values.get(a.name, a.default)
+        typed[a.name] = a.parse(v) if isinstance(v, str) else v
+    params_file = Path(typed.pop("params_file") or default_params_file())
+    for key in ("model", "reward_model"):
+        typed[key] = typed[key] and str(package_path(typed[key]))
+    return LaunchPlan(describe_graph(**typed), params_file, large_image_transport(environ))
+
+
+def package_path(path: str | Path) -> Path:
+    """A relative path that does not exist here but does in the package (the source tree, or an
+    installed share/efm_ros), e.g. the default models/efm_sft when launched from another directory."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    for root in [Path(__file__).resolve().parents[2]] + [p / "share" / PACKAGE for p in install_prefixes()]:
+        if (root / path).exists():
+            return root / path
+    return path

@@ -6,8 +6,11 @@
 Every node gets exactly the ROS arguments the launch file gives it (NodeSpec.ros_arguments):
 the same params file, overrides, namespace and remappings. In one process the nodes share a
 MultiThreadedExecutor (rclpy has no intra-process shortcut, but no extra DDS participants or
-interpreters either); ``per-node`` starts ``python -m <node module> --ros-args ...`` children,
-as ros2 launch would. Ctrl-C / SIGTERM stops everything cleanly (loggers close their bags).
+interpreters either); ``per-node`` starts the installed executables lib/efm_ros/<node> with
+``--ros-args ...``, exactly as ros2 launch does (the same files: :func:`find_node_executable`).
+The flags are the launch file's arguments (:func:`graph_arguments`), and both set the large-image
+Fast DDS profile unless a transport is chosen. Ctrl-C / SIGTERM stops everything cleanly (loggers
+close their bags); so does SIGINT when the runner was started as a background job of a script.
 """
 from __future__ import annotations
 
@@ -21,20 +24,17 @@ import threading
 import time
 from pathlib import Path
 
-from efm_ros.graph.description import NodeSpec, default_params_file, describe_graph
+from efm_ros.graph.description import LaunchPlan, NodeSpec, find_node_executable, graph_arguments, launch_plan
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="efm-ros up", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--robots", type=int, default=1, help="number of robots (namespaces /robot_0..)")
-    p.add_argument("--first-robot", type=int, default=0, help="index of the first robot namespace")
-    p.add_argument("--sim", action=argparse.BooleanOptionalAction, default=True, help="embedded simulator per robot")
-    p.add_argument("--model", default="models/efm_sft", help="exported policy directory")
-    p.add_argument("--reward-model", default=None, help="frozen Stage-1 model directory (default: --model)")
-    p.add_argument("--episodes-dir", default="episodes", help="where the loggers write episode bags")
-    p.add_argument("--params-file", default=None, help="parameters YAML (default: config/efm_ros.yaml)")
-    p.add_argument("--seed", type=int, default=0, help="base seed")
-    p.add_argument("--watch-dir", default=None, help="policy versions directory to hot-swap from (trainer's versions/)")
+    for a in graph_arguments():  # the launch file's arguments, the same names and defaults
+        flag = "--" + a.name.replace("_", "-")
+        if a.kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=a.default, help=a.help)
+        else:
+            p.add_argument(flag, type=a.kind, default=a.default, help=f"{a.help} (default: {a.default})")
     p.add_argument("--processes", choices=("one", "per-node"), default="per-node",
                    help="process layout: per-node (as ros2 launch; lowest latency: 8.6/12.8 ms p50/p99 camera->action "
                         "for 1 robot vs 22/346 ms in one process on 2 cores) or one (fewest processes)")
@@ -43,10 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def specs_from_args(args) -> list[NodeSpec]:
-    return describe_graph(robots=args.robots, sim=args.sim, model=args.model, reward_model=args.reward_model,
-                          episodes_dir=args.episodes_dir, seed=args.seed, first_robot=args.first_robot,
-                          watch_dir=args.watch_dir)
+def plan_from_args(args) -> LaunchPlan:
+    return launch_plan({a.name: getattr(args, a.name) for a in graph_arguments()})
 
 
 def node_class(spec: NodeSpec):
@@ -107,10 +105,11 @@ class InProcessGraph:
 
 
 def start_node_process(spec: NodeSpec, params_file: str | Path, env: dict | None = None, **popen) -> subprocess.Popen:
-    """One node in its own process, as ros2 launch starts it: ``python -m <module> --ros-args ...``."""
+    """One node in its own process, as ros2 launch starts it: the installed lib/efm_ros/<executable>
+    with the launch file's ``--ros-args ...``."""
     env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
-    module = spec.entry.partition(":")[0]
-    return subprocess.Popen([sys.executable, "-m", module, *spec.ros_arguments(params_file)], env=env, **popen)
+    exe = find_node_executable(spec.executable)
+    return subprocess.Popen([str(exe), *spec.ros_arguments(params_file)], env=env, **popen)
 
 
 def run_per_node(specs: list[NodeSpec], params_file: str | Path, stop: threading.Event, duration: float) -> int:
@@ -138,21 +137,11 @@ def run_per_node(specs: list[NodeSpec], params_file: str | Path, stop: threading
     return rc
 
 
-def use_large_image_transport(params_file: str | Path) -> None:
-    """Camera frames over 512 KB need a bigger Fast DDS shared-memory segment (config/fastdds_shm_big.xml);
-    set it for this process and its children unless the user chose a transport themselves."""
-    if "FASTDDS_DEFAULT_PROFILES_FILE" in os.environ or "FASTDDS_BUILTIN_TRANSPORTS" in os.environ:
-        return
-    profile = Path(params_file).with_name("fastdds_shm_big.xml")
-    if profile.exists():
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    params_file = args.params_file or str(default_params_file())
-    use_large_image_transport(default_params_file())
-    specs = specs_from_args(args)
+    plan = plan_from_args(args)
+    os.environ.update(plan.env)  # the large-image Fast DDS profile, for this process and its children
+    specs, params_file = plan.specs, plan.params_file
     if args.dry_run:
         for s in specs:
             print(f"{s.fqn:28s} {s.executable:18s} {' '.join(s.ros_arguments(params_file))}")

@@ -34,7 +34,7 @@ MAX_STEPS = 15
 def bundled_model() -> Path:
     path = Path(os.environ.get("EFM_E2E_MODEL", REPO / "models" / "efm_sft"))
     if not (path / "manifest.json").exists():
-        pytest.fail(f"the bundled Stage-1 model is missing: {path} (scripts/make_bundled_model.sh)")
+        pytest.fail(f"the bundled Stage-1 model is missing: {path} (tools/make_bundled_model.sh)")
     return path
 
 
@@ -61,10 +61,11 @@ def second_version(tmp_path_factory, bundled_model) -> Path:
 
 def _params(tmp_path: Path) -> Path:
     params = yaml.safe_load(default_params_file().read_text())
-    params["/**/steps_to_go"]["ros__parameters"].update(max_episode_steps=MAX_STEPS, reset_timeout_s=1.0,
+    section = lambda node: params.setdefault(f"/**/{node}", {}).setdefault("ros__parameters", {})  # noqa: E731
+    section("steps_to_go").update(max_episode_steps=MAX_STEPS, reset_timeout_s=1.0,
                                                          reset_retries=2, fault_retry_s=60.0)
-    params["/**/policy"]["ros__parameters"]["watch_period_s"] = 0.3
-    params["/**/logger"]["ros__parameters"]["min_free_mb"] = 0.0
+    section("policy")["watch_period_s"] = 0.3
+    section("logger")["min_free_mb"] = 0.0
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path

@@ -15,8 +15,11 @@ import types
 from pathlib import Path
 
 import pytest
+import yaml
 
-from efm_ros.graph.description import NodeSpec, default_params_file, describe_graph
+from efm_ros.graph.description import (NodeSpec, default_params_file, describe_graph, graph_arguments, launch_plan,
+                                       node_executables)
+from efm_ros.graph.runner import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,6 +62,10 @@ def _fake_launch_modules(record: dict) -> dict[str, types.ModuleType]:
         def __init__(self, name, default_value=None, description=""):
             record.setdefault("declared", {})[name] = default_value
 
+    class SetEnvironmentVariable:
+        def __init__(self, name, value):
+            self.name, self.value = name, value
+
     class OpaqueFunction:
         def __init__(self, function):
             self.function = function
@@ -75,6 +82,7 @@ def _fake_launch_modules(record: dict) -> dict[str, types.ModuleType]:
     mods["launch"].LaunchDescription = LaunchDescription
     mods["launch.actions"].DeclareLaunchArgument = DeclareLaunchArgument
     mods["launch.actions"].OpaqueFunction = OpaqueFunction
+    mods["launch.actions"].SetEnvironmentVariable = SetEnvironmentVariable
     mods["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
     mods["launch_ros.actions"].Node = Node
     return mods
@@ -88,12 +96,25 @@ def test_launch_file_builds_exactly_the_described_nodes(monkeypatch):
     launch_file = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(launch_file)
     ld = launch_file.generate_launch_description()
-    assert {"robots", "sim", "model", "episodes_dir"} <= set(record["declared"])
+    # the launch arguments are `efm-ros up`'s flags, with the same defaults
+    assert record["declared"] == {a.name: a.launch_default for a in graph_arguments()}
+    flags = {a.dest: a.default for a in build_parser()._actions if a.dest in record["declared"]}
+    assert flags == {a.name: a.default for a in graph_arguments()}
     opaque = [a for a in ld if hasattr(a, "function")]
     assert len(opaque) == 1
     args = dict(record["declared"], robots="2", sim="true", model="models/x", reward_model="models/rm",
                 episodes_dir="/tmp/eps", seed="7")
+    # the large-image Fast DDS profile is set unless the user chose a transport (conftest sets one)
+    monkeypatch.delenv("FASTDDS_BUILTIN_TRANSPORTS", raising=False)
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+    actions = opaque[0].function({"args": args})
+    env = [a for a in actions if hasattr(a, "value")]
+    assert [(e.name, e.value) for e in env] == [("FASTDDS_DEFAULT_PROFILES_FILE",
+                                                 str(default_params_file().with_name("fastdds_shm_big.xml")))]
+    assert Path(env[0].value).exists()
+    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")
     nodes = opaque[0].function({"args": args})
+    assert all(hasattr(n, "kwargs") for n in nodes)
     expected = describe_graph(robots=2, sim=True, model="models/x", reward_model="models/rm",
                               episodes_dir="/tmp/eps", seed=7)
     assert len(nodes) == len(expected)
@@ -103,7 +124,23 @@ def test_launch_file_builds_exactly_the_described_nodes(monkeypatch):
             ("efm_ros", spec_.executable, spec_.name, spec_.namespace)
         assert kw["parameters"] == [str(default_params_file()), spec_.overrides]
         assert kw["remappings"] == list(spec_.remappings)
-        assert (REPO / "scripts" / spec_.executable).exists(), f"no executable scripts/{spec_.executable} for colcon"
+    # the executables colcon installs are exactly the graph's nodes
+    assert sorted(p.name for p in (REPO / "scripts").iterdir() if p.name.endswith("_node")) == sorted(node_executables())
+
+
+def test_launch_arguments_parse_like_the_runner_flags(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # launched from some other directory
+    plan = launch_plan({"robots": "3", "sim": "false", "seed": "4", "reward_model": "", "watch_dir": ""}, {})
+    assert [s.namespace for s in plan.specs if s.name == "policy"] == ["/robot_0", "/robot_1", "/robot_2"]
+    assert "sim_robot" not in {s.name for s in plan.specs}
+    policy = next(s for s in plan.specs if s.name == "policy")
+    assert "watch_dir" not in policy.overrides and policy.overrides["seed"] == 4 * 100_003
+    # the default model resolves inside the package wherever the launch starts
+    assert Path(policy.overrides["model_dir"]).is_absolute() and Path(policy.overrides["model_dir"]).exists()
+    with pytest.raises(ValueError, match="sim"):
+        launch_plan({"sim": "maybe"}, {})
+    with pytest.raises(ValueError, match="robots"):
+        launch_plan({"robots": "two"}, {})
 
 
 def test_runner_composes_real_nodes_with_the_described_namespaces_and_parameters(rclpy_context, sim_model_dir):
@@ -121,7 +158,7 @@ def test_runner_composes_real_nodes_with_the_described_namespaces_and_parameters
             for key, value in s.overrides.items():
                 assert node.get_parameter(key).value == value
         # a value from config/efm_ros.yaml reached the nodes too
-        assert by["/robot_1/steps_to_go"].get_parameter("max_episode_steps").value == 100
-        assert by["/robot_0/sim_robot"].get_parameter("image_size").value == 96
+        site = yaml.safe_load(default_params_file().read_text())["/**/sim_robot"]["ros__parameters"]
+        assert by["/robot_0/sim_robot"].get_parameter("backend_args").value == site["backend_args"]
     finally:
         graph.close()

@@ -7,7 +7,7 @@
 #   3. export policy + reward graphs with their manifest into models/efm_sft.
 # This is SFT(n = 800), seed 0, of docs/results.md: the starting point of Stage 2 and of `make demo`
 # (the same run as runs/fig3/n800/seed0/bc_n of `efm-ros experiment figure3`; data_hash dee0697e...).
-#   bash scripts/make_bundled_model.sh            # or: N=800 STEPS=3000 SEED=0 bash scripts/make_bundled_model.sh
+#   bash tools/make_bundled_model.sh            # or: N=800 STEPS=3000 SEED=0 bash tools/make_bundled_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-800}

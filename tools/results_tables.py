@@ -1,6 +1,6 @@
 """Markdown tables for docs/results.md from `efm-ros experiment` outputs (no re-computation).
 
-    .venv/bin/python scripts/results_tables.py runs/fig3/n800/results.json [runs/rm_ablation/n800/results.json]
+    .venv/bin/python tools/results_tables.py runs/fig3/n800/results.json [runs/rm_ablation/n800/results.json]
 
 Prints the Stage-1 table (what each run selected and measured) and the Figure-3 table with the
 pooled success over seeds (Wilson 95 % interval on the pooled episodes), plus the practice facts.

@@ -1,6 +1,6 @@
 """Stage 2 from one Stage-1 model with a larger practice budget than the Figure-3 protocol allows.
 
-    .venv/bin/python scripts/si_budget.py MODEL_DIR EPISODES OUT [SEED]
+    .venv/bin/python tools/si_budget.py MODEL_DIR EPISODES OUT [SEED]
 
 Practises Block2Block on the embedded robot (efm_ros.learn.practice, the paper's hyper-parameters,
 the model's own frozen reward model), then evaluates the Stage-1 model, the version chosen without

@@ -1,8 +1,8 @@
 """Stage-2 pilot (docs/results.md): in-process practice from an exported Stage-1 model on Block2Block,
 ground-truth success before/after on the same 100 evaluation seeds (eval seed 0, as in Stage 1).
 
-    .venv/bin/python scripts/stage2_pilot.py MODEL_DIR EPISODES LR OUT_DIR
-    .venv/bin/python scripts/stage2_pilot.py runs/stage1/v2/models/n800_s1 200 1e-4 runs/stage2_pilot
+    .venv/bin/python tools/stage2_pilot.py MODEL_DIR EPISODES LR OUT_DIR
+    .venv/bin/python tools/stage2_pilot.py runs/stage1/v2/models/n800_s1 200 1e-4 runs/stage2_pilot
 """
 import json, sys, time
 from pathlib import Path

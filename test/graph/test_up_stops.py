@@ -1,0 +1,42 @@
+"""`efm-ros up` stops on SIGTERM exactly as on SIGINT: every node of the graph exits cleanly (no
+orphan processes), also when `up` was started as a background job of a script, which enters with
+SIGINT ignored (README, "Stopping a scripted launch")."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from efm_ros.graph.description import node_executables
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_up_stops_every_node_on_the_signal(sig, tmp_path, python_env, sim_model_dir):
+    up = subprocess.Popen([sys.executable, "-m", "efm_ros.cli", "up", "--robots", "1", "--model", str(sim_model_dir),
+                           "--episodes-dir", str(tmp_path / "episodes")],
+                          env=python_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 60
+        children = []
+        while time.monotonic() < deadline:
+            children = psutil.Process(up.pid).children()
+            if len(children) == len(node_executables()):
+                break
+            time.sleep(0.2)
+        names = sorted(psutil.Process(c.pid).cmdline()[1].rsplit("/", 1)[-1] for c in children)
+        assert names == sorted(node_executables()), names  # the installed lib/efm_ros/<node> executables
+        time.sleep(3.0)  # the nodes are up and running
+        up.send_signal(sig)
+        out, _ = up.communicate(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, out[-3000:]
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"orphans after {sig.name}: {[p.pid for p in alive]}"
+    assert "Traceback" not in out, out[-3000:]
