@@ -20,6 +20,7 @@ import enum
 from dataclasses import dataclass, field
 
 from efm_ros.learn.objectives import is_success, progress_reward
+from efm_ros.model.bins import T_MAX
 
 
 class Phase(enum.Enum):
@@ -56,7 +57,7 @@ class EpisodeConfig:
     """s: the detector fires when d(o, g) <= s ... (from the reward model's manifest)"""
     success_k: int = 1
     """... for k consecutive ticks"""
-    max_steps: int = 100
+    max_steps: int = T_MAX
     """T_max: actions per episode before a timeout (the steps-to-go range of the model)"""
     reset_retries: int = 3
     """reset attempts before the robot is declared faulty"""

@@ -35,8 +35,11 @@ import numpy as np
 from efm_ros.data.bag import DEFAULT_CHUNK_BYTES, write_episode
 from efm_ros.data.episode import DEMO_CLOCK_BASE_NS, DEMO_CLOCK_EPISODE_STRIDE_NS, Episode
 from efm_ros.parallel import run_in_processes
+from efm_ros.model.bins import T_MAX
+from efm_ros.robots import DEFAULT_ROBOT
+from efm_ros.vision.preprocess import IMAGE_SIZE
 
-ROBOT_BACKEND = "efm_ros.sim.tabletop:TabletopRobot"
+ROBOT_BACKEND = DEFAULT_ROBOT
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,11 @@ class CollectConfig:
     """collection seed: episode i, attempt r runs with episode_seed(seed, i, r)"""
     robot: str = "demo_0"
     """robot name = topic namespace in the bags"""
-    image_size: int = 96
+    image_size: int = IMAGE_SIZE
     """camera frame side, pixels"""
     families: tuple[str, ...] | None = None
     """instruction families (None: the robot's default, both block families)"""
-    max_steps: int = 100
+    max_steps: int = T_MAX
     """step limit of one attempt"""
     max_attempts: int = 20
     """attempts per episode index before the index is given up"""
@@ -261,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     p.add_argument("--families", default=None,
                    help="comma-separated instruction families (default: block2block,block2location)")
-    p.add_argument("--max-steps", type=int, default=100, help="step limit of one attempt (default: 100)")
+    p.add_argument("--max-steps", type=int, default=T_MAX, help=f"step limit of one attempt (default: {T_MAX})")
     p.add_argument("--max-attempts", type=int, default=20,
                    help="attempts per episode before it is given up (default: 20)")
     p.add_argument("--compression", choices=("zstd", "none"), default="zstd",

@@ -20,6 +20,7 @@ import numpy as np
 from efm_ros.control.episode import EpisodeConfig, EpisodeTracker
 from efm_ros.data.episode import Episode, EventRecord, StepsToGoTrack
 from efm_ros.data.interfaces import BOOL_TYPE, EVAL_SUCCESS_TOPIC, typestore
+from efm_ros.model.bins import T_MAX
 
 ACTION_STREAM = 0xAC7
 """second word of the action-sampling seed (rollout seed, ACTION_STREAM), independent of the layout's"""
@@ -28,14 +29,14 @@ _OUTCOME = {0: "unknown", 1: "success", 2: "failure"}
 _EVENT = {0: "start", 1: "success", 2: "timeout", 3: "operator_stop", 4: "reset_done", 5: "fault"}
 
 
-def episode_config_for(reward_model, max_steps: int = 100) -> EpisodeConfig:
+def episode_config_for(reward_model, max_steps: int = T_MAX) -> EpisodeConfig:
     """The reward model's calibrated s and k with the given T_max."""
     return EpisodeConfig(success_threshold=reward_model.success_threshold, success_k=reward_model.success_k,
                          max_steps=max_steps)
 
 
 def rollout(robot, policy, reward_model, *, seed: int, episode_id: str, robot_name: str = "sim_0",
-            max_steps: int = 100, instruction: str | None = None, rng: np.random.Generator | None = None,
+            max_steps: int = T_MAX, instruction: str | None = None, rng: np.random.Generator | None = None,
             control_rate_hz: float | None = None, oracle=None, stop_on_oracle: bool = False) -> Episode:
     """One episode of ``policy`` (an OnnxEFM) on ``robot`` judged by ``reward_model`` (OnnxEFM).
 

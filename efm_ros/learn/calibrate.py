@@ -48,7 +48,7 @@ first tick, so that a d value means the same thing everywhere.
 
 Typical use (the trainer, after Stage 1, with any steps-to-go predictor)::
 
-    cal = calibrate_model(d_fn, held_out_demos, sim_failure_rollouts(100, seed=1, image_size=96))
+    cal = calibrate_model(d_fn, held_out_demos, sim_failure_rollouts(100, seed=1))
     train_meta.update(cal.train_meta())     # success_threshold, success_k, success_calibration
     plot_roc(cal, run_dir / "success_roc.png")
 
@@ -66,6 +66,8 @@ from typing import Any
 import numpy as np
 
 from efm_ros.learn.objectives import consecutive_success
+from efm_ros.model.bins import T_MAX
+from efm_ros.vision.preprocess import IMAGE_SIZE
 
 DFn = Callable[[np.ndarray, np.ndarray, str], Any]
 """d_fn(frames (B,H,W,3) uint8, prev_frames (B,H,W,3) uint8, instruction) -> (B,) d (numpy or torch)"""
@@ -633,7 +635,7 @@ def onnx_d_fn(model) -> DFn:
 # Failed rollouts from the simulator
 
 
-def sim_failure_rollouts(n: int, seed: int = 0, image_size: int = 96, max_steps: int = 100, *,
+def sim_failure_rollouts(n: int, seed: int = 0, image_size: int = IMAGE_SIZE, max_steps: int = T_MAX, *,
                          families: Sequence[str] | None = None, variant: str = "blocks",
                          policy: str = "mixed", max_attempts: int | None = None, progress: bool = False) -> list:
     """``n`` rollouts on the embedded robot whose ground-truth goal NEVER held (all negatives).

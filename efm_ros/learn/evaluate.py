@@ -53,9 +53,10 @@ from efm_ros.learn.calibrate import (
     previous_frames,
     threshold_stats,
 )
+from efm_ros.model.bins import T_MAX
+from efm_ros.robots import DEFAULT_ROBOT
 
 SCHEMA = "efm_ros.eval/1"
-DEFAULT_ROBOT = "efm_ros.sim.tabletop:TabletopRobot"
 EVAL_SEED_TAG = 0xE7A1
 """mixed into evaluation episode seeds, so they never coincide with demonstration seeds"""
 SUMMARY_KEYS = ("schema", "model", "config", "ground_truth", "detector", "policy", "steps_to_go", "timing")
@@ -101,7 +102,7 @@ class EvalConfig:
     """exported model whose REWARD graph gives d and whose manifest gives s and k (None: model_dir)"""
     seed: int = 0
     """evaluation seed: episode layouts and action sampling"""
-    max_steps: int = 100
+    max_steps: int = T_MAX
     """ground-truth evaluation stop"""
     variant: str = "blocks"
     """table variant (TabletopRobot only)"""
@@ -305,7 +306,7 @@ def steps_to_go_quality(reward_model, demos: str | Path | Iterable, *, s: float,
 
 
 def evaluate_policy(model_dir: str | Path, episodes: int, seed: int = 0, *,
-                    reward_model_dir: str | Path | None = None, max_steps: int = 100, variant: str = "blocks",
+                    reward_model_dir: str | Path | None = None, max_steps: int = T_MAX, variant: str = "blocks",
                     families: Sequence[str] | None = None, demos: str | Path | Iterable | None = None,
                     max_demos: int | None = 200, workers: int = 1, threads: int = 1, greedy: bool = False,
                     robot: str = DEFAULT_ROBOT, robot_kwargs: dict | None = None,
@@ -524,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--families", nargs="+",
                    help="instruction families (default: block2block; bar2location on novel_bar)")
     p.add_argument("--variant", choices=("blocks", "novel_bar"), default="blocks")
-    p.add_argument("--max-steps", type=int, default=100, help="ground-truth evaluation stop (default 100)")
+    p.add_argument("--max-steps", type=int, default=T_MAX, help=f"ground-truth evaluation stop (default {T_MAX})")
     p.add_argument("--demos", help="held-out demonstration bags for steps-to-go quality")
     p.add_argument("--max-demos", type=int, default=200, help="use at most this many demo bags (default 200)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from efm_ros.learn.improve import ImproveConfig, Improver
+from efm_ros.model.bins import T_MAX
 
 _CACHE: dict = {}
 
@@ -70,7 +71,7 @@ class PracticeResult:
 
 
 def practise_sim(policy_dir: str | Path, reward_dir: str | Path, out_dir: str | Path, *, episode_budget: int,
-                 config: ImproveConfig | None = None, workers: int = 2, seed: int = 0, max_steps: int = 100,
+                 config: ImproveConfig | None = None, workers: int = 2, seed: int = 0, max_steps: int = T_MAX,
                  robot_kwargs: dict | None = None, progress: bool = True, oracle: str = "",
                  oracle_reward: bool = False, oracle_termination: bool = False) -> PracticeResult:
     """Practise until ``episode_budget`` episodes have been collected; returns the versions made.

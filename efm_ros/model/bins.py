@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: T_max (paper §1): the episode step limit, the demonstrations' limit and the steps-to-go range the
+#: model is trained on. The one home of the default: every step limit below defaults to it.
+T_MAX = 100
+
 
 @dataclass(frozen=True)
 class ActionBins:
@@ -52,7 +56,7 @@ class ActionBins:
 class StepsToGoBins:
     """Equal-width steps-to-go bins over 0..t_max (paper: 0..100 in 50 bins of width 2)."""
 
-    t_max: int = 100
+    t_max: int = T_MAX
     num_bins: int = 50
 
     @property

@@ -31,8 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from efm_ros.model.bins import ActionBins, StepsToGoBins
+from efm_ros.model.bins import T_MAX, ActionBins, StepsToGoBins
 from efm_ros.model.efficientnet import SpatialFeatures, preprocess
+from efm_ros.vision.preprocess import IMAGE_SIZE
 
 HF_PREFIX = "hf:"
 
@@ -57,7 +58,7 @@ class EFMConfig:
     """EfficientNet tap: 8 -> 12x12x40 map at 96 px (default: ~5 cm cells, blocks and pusher stay apart); 16 -> 6x6x112"""
     freeze_backbone: bool = True
     """backbone fixed (no grads, BN in eval) so Stage 1 can cache its features; the paper freezes the ViT in Stage 2"""
-    image_size: int = 96
+    image_size: int = IMAGE_SIZE
     """frames are image_size x image_size RGB uint8; the camera resizes to this (recorded in the manifest)"""
     text_dim: int = 384
     """instruction embedding size (all-MiniLM-L6-v2)"""
@@ -95,7 +96,7 @@ class EFMConfig:
     """highest action bin centre"""
     stg_bins: int = 50
     """steps-to-go bins (paper: 50)"""
-    stg_t_max: int = 100
+    stg_t_max: int = T_MAX
     """steps-to-go range 0..t_max (paper: 100); longer labels fall in the last bin"""
 
     @property

@@ -36,6 +36,7 @@ from efm_ros.diagnostics import RollingStats
 from efm_ros.nodes.common import declare, diagnostic_array, spin_node
 from efm_ros.nodes.images import numpy_to_image
 from efm_ros.vision.preprocess import FrameError, bgr_to_rgb, prepare, to_model_frame
+from efm_ros.vision.preprocess import IMAGE_SIZE
 
 SOURCES = ("topic", "device", "file")
 
@@ -53,7 +54,7 @@ class CameraNode(Node):
         self.loop = declare(self, "loop", True, "source:=file: start again at the end", read_only=True)
         self.capture_rate = declare(self, "capture_rate_hz", 10.0, "device/file: frames per second published "
                                     "(file: 0 = its own fps)", lo=0.0, hi=240.0, read_only=True)
-        self.image_size = declare(self, "image_size", 96, "output height = width, pixels (the model's image_size)",
+        self.image_size = declare(self, "image_size", IMAGE_SIZE, "output height = width, pixels (the model's image_size)",
                                   lo=16, hi=1024, read_only=True)
         self.frame_id = declare(self, "frame_id", "camera", "frame_id of device/file frames (topic input keeps its own)")
         self._capture, period = None, 0.0

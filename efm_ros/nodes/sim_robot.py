@@ -38,6 +38,8 @@ from efm_ros.nodes.common import declare, diagnostic_array, spin_node
 from efm_ros.nodes.images import numpy_to_image
 from efm_ros.robots import make_robot
 from efm_ros.robots.commands import CommandValidator, twist_to_action
+from efm_ros.robots import DEFAULT_ROBOT
+from efm_ros.vision.preprocess import IMAGE_SIZE
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -45,9 +47,9 @@ LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durabil
 class SimRobotNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_robot", **kwargs)
-        backend = declare(self, "backend", "efm_ros.sim.tabletop:TabletopRobot", "robot class, dotted path", read_only=True)
+        backend = declare(self, "backend", DEFAULT_ROBOT, "robot class, dotted path", read_only=True)
         backend_args = declare(self, "backend_args", "{}", "extra constructor arguments of the backend, JSON object", read_only=True)
-        image_size = declare(self, "image_size", 96, "camera image height = width, pixels", lo=16, hi=1024, read_only=True)
+        image_size = declare(self, "image_size", IMAGE_SIZE, "camera image height = width, pixels", lo=16, hi=1024, read_only=True)
         self.rate_hz = declare(self, "control_rate_hz", 10.0, "control ticks per second", lo=0.5, hi=200.0, read_only=True)
         self.seed = declare(self, "seed", 0, "seed of the first episode; each reset uses the next one", lo=0, hi=2**31 - 1)
         self.max_speed = declare(self, "max_speed_mps", 0.2, "cmd_vel speed that maps to a full-scale action, m/s", lo=1e-3, hi=10.0)

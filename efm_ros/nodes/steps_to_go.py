@@ -38,6 +38,7 @@ from efm_ros.model.runtime import load_model
 from efm_ros.msg import EpisodeEvent, StepsToGo
 from efm_ros.nodes.common import declare, diagnostic_array, spin_node
 from efm_ros.nodes.images import ImageFormatError, image_to_rgb
+from efm_ros.model.bins import T_MAX
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 EVENTS_QOS = QoSProfile(depth=20, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -50,7 +51,7 @@ class StepsToGoNode(Node):
         self.robot = declare(self, "robot", self.get_namespace().strip("/") or "robot", "robot name in events and bags")
         s = declare(self, "success_threshold", -1.0, "s in steps; < 0: from the model manifest", lo=-1.0, hi=1000.0)
         k = declare(self, "success_k", 0, "consecutive ticks with d <= s; 0: from the model manifest", lo=0, hi=1000)
-        max_steps = declare(self, "max_episode_steps", 100, "T_max: actions per episode before a timeout", lo=1, hi=100000)
+        max_steps = declare(self, "max_episode_steps", T_MAX, "T_max: actions per episode before a timeout", lo=1, hi=100000)
         self.reset_timeout = declare(self, "reset_timeout_s", 5.0, "wait this long for the reset service", lo=0.1, hi=600.0)
         retries = declare(self, "reset_retries", 3, "reset attempts before a FAULT", lo=1, hi=100)
         self.fault_retry = declare(self, "fault_retry_s", 10.0, "retry period while faulty", lo=0.5, hi=3600.0)

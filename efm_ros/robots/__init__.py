@@ -11,6 +11,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+#: the robot backend every command and the sim node use unless given another (dotted path)
+DEFAULT_ROBOT = "efm_ros.sim.tabletop:TabletopRobot"
+
 
 @runtime_checkable
 class Robot(Protocol):
@@ -46,7 +49,7 @@ def load_object(path: str) -> Any:
         raise ValueError(f"cannot load {path!r}: {exc}") from exc
 
 
-def make_robot(path: str = "efm_ros.sim.tabletop:TabletopRobot", **kwargs: Any) -> Robot:
+def make_robot(path: str = DEFAULT_ROBOT, **kwargs: Any) -> Robot:
     """Instantiate a robot backend by dotted path and check it implements :class:`Robot`."""
     robot = load_object(path)(**kwargs)
     missing = [m for m in ("reset", "step", "observe", "success", "action_dim") if not hasattr(robot, m)]

@@ -48,6 +48,7 @@ import numpy as np
 import pymunk
 
 from efm_ros.sim import instructions as ins
+from efm_ros.vision.preprocess import IMAGE_SIZE
 
 VARIANTS: tuple[str, ...] = ("blocks", "novel_bar")
 
@@ -125,7 +126,7 @@ class TabletopConfig:
 
     variant: str = "blocks"
     """"blocks" (4 coloured blocks) or "novel_bar" (one bar, never demonstrated)"""
-    image_size: int = 96
+    image_size: int = IMAGE_SIZE
     """side of the square RGB observation, pixels"""
     control_rate_hz: float = 10.0
     """control steps per second of simulated time"""

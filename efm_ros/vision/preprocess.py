@@ -19,6 +19,10 @@ import cv2
 import numpy as np
 
 ENCODINGS = ("rgb8", "bgr8")
+
+#: default model input height = width, pixels (the embedded camera, the sim nodes and the model
+#: config default to it; a model's own value is its manifest's preprocessing.image_size)
+IMAGE_SIZE = 96
 """accepted sensor_msgs/Image encodings; everything else is rejected"""
 
 
