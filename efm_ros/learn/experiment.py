@@ -224,7 +224,8 @@ def ladder(args) -> dict:
                "history": [{k: h.get(k) for k in ("iteration", "version", "episodes", "gt_reached_rate",
                                                  "detector_success_rate", "episode_length", "policy_entropy",
                                                  "train_entropy", "mean_return", "return_mean", "return_std",
-                                                 "grad_norm", "grad_norm_max", "loss")} for h in res.history]}
+                                                 "grad_norm", "grad_norm_max", "kl_update_mean", "kl_update_max", "loss")}
+                           for h in res.history]}
         if res.best_version_dir is not None:
             row["chosen"] = _evaluate(res.best_version_dir, args.eval_episodes, args.workers, families=["block2block"])
             row["chosen"]["version"] = json.loads((sd / "si" / "best.json").read_text())["version"]

@@ -60,7 +60,7 @@ import torch.nn as nn
 
 from efm_ros.data.episode import Episode
 from efm_ros.learn.buffer import UNFINISHED_REASONS, OnPolicyBuffer, episode_returns, minibatch_indices, on_policy_filter
-from efm_ros.learn.objectives import action_entropy, action_log_prob, reinforce_loss
+from efm_ros.learn.objectives import action_entropy, action_kl, action_log_prob, reinforce_loss
 
 
 @dataclass
@@ -89,6 +89,9 @@ class ImproveConfig:
     returns: str = "paper"
     """how the Monte-Carlo returns enter the loss (:data:`RETURN_TRANSFORMS`): "paper" = R_t as is;
     a named departure (e.g. "standardise") must be justified by the ladder (docs/results.md)"""
+    kl_coef: float = 0.0
+    """β of a trust region (a departure; 0 = the paper): the loss adds β·KL(π_acting ‖ π_θ) averaged
+    over the minibatch's states, π_acting = the version that collected the buffer"""
     best_window: int = 3
     """iterations averaged when choosing the best version (over-optimisation guard)"""
     audit_model: str = ""
@@ -166,12 +169,15 @@ class ReinforceLearner:
         batches = minibatch_indices(n, cfg.updates, cfg.batch_size, self.rng)  # same on every rank (same seed)
         returns = RETURN_TRANSFORMS[cfg.returns](np.asarray(data["returns"], np.float64)).astype(np.float32)
         t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in {**data, "returns": returns}.items()}
+        acting = self._logits_of_all(t)   # π of the version that acted, before this update
         losses, entropies, norms = [], [], []
         for idx in batches:
             idx = idx[self.rank::self.world]  # this rank's share; DDP averages the gradients
             logits = self.module(t["features_cur"][idx].float(), t["features_prev"][idx].float(), t["text"][idx])
             logp = action_log_prob(logits, t["tokens"][idx])
             loss = reinforce_loss(logp, t["returns"][idx], c=cfg.c)   # mean[−c · R · log π]
+            if cfg.kl_coef > 0:                                       # departure: trust region
+                loss = loss + cfg.kl_coef * action_kl(acting[idx], logits).mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for p in self.head.parameters() if p.grad is not None]
@@ -182,9 +188,17 @@ class ReinforceLearner:
             losses.append(float(loss.detach()))
             entropies.append(float(action_entropy(logits.detach()).mean()))
         raw = np.asarray(data["returns"], np.float64)
+        kl = action_kl(acting, self._logits_of_all(t))  # how far the update moved π on the buffer's states
         return {"loss": float(np.mean(losses)), "train_entropy": float(np.mean(entropies)),
+                "kl_update_mean": float(kl.mean()), "kl_update_max": float(kl.max()),
                 "grad_norm": float(np.mean(norms)), "grad_norm_max": float(np.max(norms)), "transitions": n,
                 "return_mean": float(raw.mean()), "return_std": float(raw.std())}
+
+
+    @torch.no_grad()
+    def _logits_of_all(self, t: dict) -> torch.Tensor:
+        return torch.cat([self.head(t["features_cur"][i:i + 1024].float(), t["features_prev"][i:i + 1024].float(),
+                                    t["text"][i:i + 1024]) for i in range(0, len(t["tokens"]), 1024)])
 
 
 class Improver:

@@ -40,6 +40,15 @@ def action_entropy(action_logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum((-2, -1))
 
 
+def action_kl(old_logits: torch.Tensor, new_logits: torch.Tensor) -> torch.Tensor:
+    """KL(π_old ‖ π_new) of the factorised action distributions, Σ_d KL_d.  (B, D, K) x2 -> (B,).
+
+    Not in the paper: the trust-region term of a Stage-2 departure (ImproveConfig.kl_coef), and the
+    measure of how far one update moved the policy."""
+    old = old_logits.log_softmax(-1)
+    return (old.exp() * (old - new_logits.log_softmax(-1))).sum((-2, -1))
+
+
 def bc_loss(action_logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Goal-conditioned behaviour cloning (§1): L_BC = -mean_b log p(a_b | o_b, g_b).  -> scalar."""
     return -action_log_prob(action_logits, tokens).mean()

@@ -174,3 +174,23 @@ def test_train_layers_mlp_leaves_the_perception_layers_as_stage1_left_them(sim_m
     after = policy.trunk.state_dict()
     changed = {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])}
     assert changed and changed <= {"mlp", "action_head", "text_proj"}, changed
+
+
+def test_the_trust_region_keeps_the_update_near_the_acting_policy(sim_model_dir):
+    """kl_coef (a departure) bounds how far an update moves π from the version that acted, on the
+    same data and minibatches; kl_update_mean reports that distance for every update."""
+    from efm_ros.learn.improve import ReinforceLearner
+
+    moved = {}
+    for beta in (0.0, 10.0):
+        policy, _ = load_model_checkpoints(sim_model_dir)
+        shape = policy.feature_shape
+        rng = np.random.default_rng(0)
+        data = {"features_cur": rng.normal(size=(64, *shape)).astype(np.float32),
+                "features_prev": rng.normal(size=(64, *shape)).astype(np.float32),
+                "text": rng.normal(size=(64, 384)).astype(np.float32),
+                "tokens": rng.integers(0, 21, (64, 2)), "returns": 5 * rng.normal(size=64).astype(np.float32)}
+        stats = ReinforceLearner(policy, ImproveConfig(updates=4, batch_size=16, lr=3e-3, kl_coef=beta)).update(data)
+        moved[beta] = stats["kl_update_mean"]
+        assert stats["kl_update_max"] >= stats["kl_update_mean"] > 0
+    assert moved[10.0] < 0.8 * moved[0.0], moved  # (Adam: the first step is the same; the pull acts after it)
