@@ -34,7 +34,7 @@ from sensor_msgs.msg import Image
 
 from efm_ros.diagnostics import RollingStats
 from efm_ros.nodes.common import declare, diagnostic_array, spin_node
-from efm_ros.nodes.images import numpy_to_image
+from efm_ros.nodes.images import numpy_to_image, valid_stamp
 from efm_ros.vision.preprocess import FrameError, bgr_to_rgb, prepare, to_model_frame
 from efm_ros.vision.preprocess import IMAGE_SIZE
 
@@ -85,6 +85,10 @@ class CameraNode(Node):
     # -- topic source -------------------------------------------------------------------------
     def _on_raw(self, msg: Image) -> None:
         t0 = time.perf_counter()
+        if not valid_stamp(msg.header.stamp):  # never forwarded: downstream nodes would get it too
+            self._reject(FrameError("bad_stamp", f"stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d} "
+                                                 f"is not a valid time"))
+            return
         try:
             rgb = prepare(msg.encoding, msg.height, msg.width, msg.step, msg.data, self.image_size)
         except FrameError as exc:

@@ -68,6 +68,7 @@ from efm_ros.model.manifest import MANIFEST_NAME
 from efm_ros.model.runtime import load_model
 from efm_ros.msg import EpisodeEvent, PolicyAction
 from efm_ros.nodes.common import declare, diagnostic_array, spin_node
+from efm_ros.nodes.images import valid_stamp
 from efm_ros.vision.preprocess import FrameError, decode
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -75,6 +76,7 @@ EVENTS_QOS = QoSProfile(depth=20, reliability=QoSReliabilityPolicy.RELIABLE, dur
 TERMINAL = (EpisodeEvent.SUCCESS, EpisodeEvent.TIMEOUT, EpisodeEvent.OPERATOR_STOP, EpisodeEvent.FAULT)
 EVENT_NAMES = {EpisodeEvent.START: "START", EpisodeEvent.SUCCESS: "SUCCESS", EpisodeEvent.TIMEOUT: "TIMEOUT",
                EpisodeEvent.OPERATOR_STOP: "OPERATOR_STOP", EpisodeEvent.FAULT: "FAULT"}
+VALID_EVENTS = (*EVENT_NAMES, EpisodeEvent.RESET_DONE)
 
 
 class PolicyNode(LifecycleNode):
@@ -224,6 +226,10 @@ class PolicyNode(LifecycleNode):
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
+        if not valid_stamp(msg.header.stamp):
+            self.counts["rejected_bad_stamp"] += 1
+            self.get_logger().warning("rejected frame: invalid header stamp", throttle_duration_sec=2.0)
+            return
         with self._lock:
             self._frame_seq += 1
             self._frame = (msg, time.monotonic(), self._frame_seq)
@@ -235,6 +241,11 @@ class PolicyNode(LifecycleNode):
             self._instruction = msg.data
 
     def _on_event(self, msg: EpisodeEvent) -> None:
+        if not valid_stamp(msg.header.stamp) or msg.event not in VALID_EVENTS:
+            self.counts["rejected_events"] += 1
+            self.get_logger().warning(f"rejected episode event {msg.event} (unknown event or invalid stamp)",
+                                      throttle_duration_sec=2.0)
+            return
         with self._lock:
             stamp = Time.from_msg(msg.header.stamp)
             if msg.event == EpisodeEvent.START:

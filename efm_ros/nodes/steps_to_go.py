@@ -37,7 +37,7 @@ from efm_ros.diagnostics import RollingStats
 from efm_ros.model.runtime import load_model
 from efm_ros.msg import EpisodeEvent, StepsToGo
 from efm_ros.nodes.common import declare, diagnostic_array, spin_node
-from efm_ros.nodes.images import ImageFormatError, image_to_rgb
+from efm_ros.nodes.images import ImageFormatError, image_to_rgb, valid_stamp
 from efm_ros.model.bins import T_MAX
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -95,6 +95,10 @@ class StepsToGoNode(Node):
             self._finish(record)
 
     def _on_image(self, msg: Image) -> None:
+        if not valid_stamp(msg.header.stamp):
+            self.stats.counts["rejected_frames"] += 1
+            self.get_logger().warning("rejected frame: invalid header stamp", throttle_duration_sec=1.0)
+            return
         if Time.from_msg(msg.header.stamp) <= self._accept_after:
             self.stats.counts["stale_frames"] += 1
             return

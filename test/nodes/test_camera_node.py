@@ -87,6 +87,7 @@ def test_topic_source_converts_keeps_stamps_and_counts_bad_frames(rclpy_context,
         empty = Image(encoding="rgb8")
         empty.header.stamp = TimeMsg(sec=base, nanosec=6)
         bad.append(empty)
+        bad.append(_raw_image(sim_frame, TimeMsg(sec=-1, nanosec=8)))  # crashed the node before (issue 13)
         for _ in range(3):                                       # best effort: a few copies each
             for m in bad:
                 raw_pub.publish(m)
@@ -94,9 +95,9 @@ def test_topic_source_converts_keeps_stamps_and_counts_bad_frames(rclpy_context,
 
         def rejected():
             c = diagnostic_values(diags, ": camera")
-            return {k: int(c.get(f"rejected_{k}", 0)) for k in ("encoding", "size", "step", "empty")}
+            return {k: int(c.get(f"rejected_{k}", 0)) for k in ("encoding", "size", "step", "empty", "bad_stamp")}
         assert spin_until(ex, lambda: all(v >= 1 for v in rejected().values()), 10), (rejected(), diagnostic_values(diags, ": camera"))
-        assert not any(k[1] in (3, 4, 5, 6) for k in out), "a malformed frame was published"
+        assert not any(k[1] in (3, 4, 5, 6, 8) for k in out), "a malformed frame was published"
         c = diagnostic_values(diags, ": camera")
         assert float(c["rate_hz"]) >= 0 and "latency_p50_ms" in c and "process_p99_ms" in c and c["source"] == "topic"
         got = send(_raw_image(sim_frame, TimeMsg(sec=base, nanosec=7)), (base, 7))

@@ -175,6 +175,23 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir):
         moving = [t for t in twists if t.twist.linear.x or t.twist.linear.y]
         assert moving and all(np.hypot(t.twist.linear.x, t.twist.linear.y) <= 0.2 + 1e-6 for t in moving)
 
+        # -- a negative stamp or an unknown event from the network is a counted rejection ------
+        from builtin_interfaces.msg import Time as TimeMsg
+        bad_frame = numpy_to_image(robot.observe(), TimeMsg(sec=-1, nanosec=0))
+        bad_event = EpisodeEvent(robot="robot_8", episode_id="ep1", event=99, instruction=INSTRUCTION)
+        bad_stamp_event = EpisodeEvent(robot="robot_8", episode_id="ep1", event=EpisodeEvent.SUCCESS)
+        bad_stamp_event.header.stamp = TimeMsg(sec=-5, nanosec=0)
+        for _ in range(3):
+            image_pub.publish(bad_frame)
+            spin_until(ex, lambda: False, 0.05)
+        event_pub.publish(bad_event)
+        event_pub.publish(bad_stamp_event)
+        assert spin_until(ex, lambda: int(diag("robot_8")[1].get("rejected_bad_stamp", 0)) >= 1
+                          and int(diag("robot_8")[1].get("rejected_events", 0)) >= 2, 10), diag("robot_8")
+        n = len(ep_actions("ep1"))
+        assert spin_until(ex, lambda: len(ep_actions("ep1")) >= n + 3, 10), "the episode did not go on"
+        assert procs["good"].poll() is None
+
         # -- hot-swap mid-run: a new version in watch_dir ---------------------------------------
         n_before = len(actions)
         _new_version(sim_model_dir, watch, "v0002")

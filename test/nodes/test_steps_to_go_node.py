@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from ros_helpers import spin_until, stop_process
 
@@ -67,6 +68,21 @@ def test_episodes_timeout_reset_restart_and_fault(rclpy_context, graph):
         assert kinds()[kinds().index(EpisodeEvent.TIMEOUT) + 1] == EpisodeEvent.RESET_DONE
         ep = [m for m in stg if m.episode_id == first.episode_id]
         assert [m.step for m in ep] == list(range(6))  # frames 0..5
+
+        # a frame with a negative stamp on camera/image is a counted rejection, not a crash
+        from builtin_interfaces.msg import Time as TimeMsg
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+
+        from efm_ros.nodes.images import numpy_to_image
+        bad_pub = node.create_publisher(Image, "camera/image", qos_profile_sensor_data)
+        bad = numpy_to_image(np.zeros((96, 96, 3), np.uint8), TimeMsg(sec=-1, nanosec=0))
+        for _ in range(5):
+            bad_pub.publish(bad)
+            spin_until(ex, lambda: False, 0.1)
+        n_starts = kinds().count(EpisodeEvent.START)
+        assert spin_until(ex, lambda: kinds().count(EpisodeEvent.START) > n_starts, 30), "episodes stopped"
+        assert graph["stg"].poll() is None, "a bad stamp took the node down"
         assert ep[0].reward == 0.0
         for a, b in zip(ep, ep[1:]):  # r_t = d_{t-1} - d_t
             assert b.reward == pytest.approx(a.expected_steps - b.expected_steps, abs=1e-4)
