@@ -22,7 +22,13 @@ frame after the last action (the final observation). Consequences, all counted i
   left out, ``frames_unused``;
 * a last action with no later frame (recording stopped before the next image): left out,
   ``actions_without_next_frame``, because its outcome was never observed;
-* steps-to-go messages whose stamp matches no kept frame: ``steps_to_go_unmatched``.
+* steps-to-go messages whose stamp matches no kept frame: ``steps_to_go_unmatched``;
+* messages anyone on the graph could have published wrongly never cost the episode: camera
+  frames with an unsupported encoding, a size that does not fit their data, an invalid stamp, a
+  size unlike the episode's other frames, or an earlier frame's stamp (the first recorded is
+  kept) are skipped as ``frames_bad_encoding`` / ``frames_bad_size`` / ``frames_bad_stamp`` /
+  ``frames_other_size`` / ``frames_duplicate_stamp``; episode events out of range or with a
+  negative stamp as ``events_invalid``.
 
 When alignment changed the number of actions, ``custom_data['steps']`` is set to the kept count and
 the recorded value is kept as ``custom_data['steps_recorded']``.
@@ -32,6 +38,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -235,30 +242,68 @@ def _stamp_ns(msg) -> int:
     return int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
 
 
+def _image_problem(msg) -> str | None:
+    """Why a recorded camera frame cannot be used (a counter key), or None."""
+    if msg.encoding.lower() not in ("rgb8", "bgr8"):
+        return "frames_bad_encoding"
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0 or step < w * 3 or len(msg.data) < h * step:
+        return "frames_bad_size"
+    if msg.header.stamp.sec < 0 or msg.header.stamp.nanosec >= 10**9:
+        return "frames_bad_stamp"
+    return None
+
+
 def _image(msg, where: str) -> np.ndarray:
+    if _image_problem(msg) is not None:
+        raise EpisodeBagError(f"{where}: unusable camera frame ({_image_problem(msg)})")
     enc = msg.encoding.lower()
-    if enc not in ("rgb8", "bgr8"):
-        raise EpisodeBagError(f"{where}: image encoding {msg.encoding!r} not supported (rgb8, bgr8)")
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     buf = np.asarray(msg.data, dtype=np.uint8)
-    if buf.size < h * step or step < w * 3:
-        raise EpisodeBagError(f"{where}: image data of {buf.size} bytes does not fit {h}x{w} step {step}")
     img = buf[: h * step].reshape(h, step)[:, : w * 3].reshape(h, w, 3)
     return img[..., ::-1] if enc == "bgr8" else img
+
+
+def _valid_frames(recorded: list, dropped: dict[str, int]) -> list[tuple[int, object]]:
+    """The usable camera frames, sorted by stamp. One bad message never costs the episode: frames
+    that cannot be decoded, have an invalid stamp, a size unlike the episode's, or repeat an
+    earlier frame's stamp (anyone on the graph can publish on camera/image) are skipped and
+    counted in ``dropped``; the first recorded frame of each stamp is kept."""
+    def drop(key):
+        dropped[key] = dropped.get(key, 0) + 1
+
+    good = []
+    for log_time, m in recorded:                 # recorded = (log time, message), in log order
+        problem = _image_problem(m)
+        if problem:
+            drop(problem)
+        else:
+            good.append((log_time, m))
+    sizes = Counter((int(m.height), int(m.width)) for _, m in good)
+    size = sizes.most_common(1)[0][0] if sizes else None
+    out, seen = [], set()
+    for _, m in sorted(good, key=lambda x: x[0]):
+        stamp = _stamp_ns(m)
+        if (int(m.height), int(m.width)) != size:
+            drop("frames_other_size")
+        elif stamp in seen:
+            drop("frames_duplicate_stamp")
+        else:
+            seen.add(stamp)
+            out.append((stamp, m))
+    return sorted(out, key=lambda x: x[0])
 
 
 def _assemble(bag_dir, custom, topics, raw, counts, unmatched_actions) -> Episode:
     where = str(bag_dir)
     if itf.IMAGE_TOPIC not in topics:
         raise EpisodeBagError(f"{where}: no {itf.IMAGE_TOPIC} topic; not an episode bag (topics: {sorted(counts)})")
-    frames = sorted(((_stamp_ns(m), m) for _, m in raw.pop(topics[itf.IMAGE_TOPIC], [])), key=lambda x: x[0])
-    if not frames:
-        raise EpisodeBagError(f"{where}: no camera frames")
-    stamps = [s for s, _ in frames]
-    if len(set(stamps)) != len(stamps):
-        raise EpisodeBagError(f"{where}: two camera frames share a stamp")
-    index = {s: i for i, s in enumerate(stamps)}
     dropped: dict[str, int] = {}
+    frames = _valid_frames(raw.pop(topics[itf.IMAGE_TOPIC], []), dropped)
+    if not frames:
+        raise EpisodeBagError(f"{where}: no usable camera frames ({dropped or 'none recorded'})")
+    stamps = [s for s, _ in frames]
+    index = {s: i for i, s in enumerate(stamps)}
 
     # actions -> frame index
     actions = sorted(((_stamp_ns(m), m) for _, m in raw.pop(topics.get(itf.POLICY_ACTION_TOPIC), [])),
@@ -316,8 +361,9 @@ def _assemble(bag_dir, custom, topics, raw, counts, unmatched_actions) -> Episod
     # events and instruction
     events = []
     for _, m in sorted(raw.pop(topics.get(itf.EPISODE_EVENT_TOPIC), []), key=lambda x: _stamp_ns(x[1])):
-        if m.event >= len(itf.EVENTS) or m.outcome >= len(itf.OUTCOMES):
-            raise EpisodeBagError(f"{where}: episode event {m.event} / outcome {m.outcome} out of range")
+        if m.event >= len(itf.EVENTS) or m.outcome >= len(itf.OUTCOMES) or m.header.stamp.sec < 0:
+            dropped["events_invalid"] = dropped.get("events_invalid", 0) + 1  # never trusted, never fatal
+            continue
         events.append(EventRecord(
             _stamp_ns(m), itf.EVENTS[m.event], itf.OUTCOMES[m.outcome], m.termination_reason, int(m.steps),
             m.instruction, m.policy_version, m.reward_model_version,

@@ -17,7 +17,7 @@ from efm_ros.data import (
     write_episode,
 )
 from efm_ros.data import interfaces as itf
-from efm_ros.data.episode import CUSTOM_DATA_KEYS
+from efm_ros.data.episode import CUSTOM_DATA_KEYS, EventRecord
 
 NS = 10**9
 
@@ -261,3 +261,43 @@ def test_read_bag_command_prints_topics_counts_custom_data_and_outcome(tmp_path,
     (path / "metadata.yaml").unlink()
     assert main([str(path)]) == 1
     assert "metadata.yaml: missing" in capsys.readouterr().err
+
+
+def test_malformed_messages_in_a_bag_are_skipped_and_counted_not_fatal(tmp_path):
+    """Anyone on the graph can publish on camera/image or episode_event, and the logger records it:
+    one bad message must cost only itself, never the episode (issue 13)."""
+    frames = np.random.default_rng(3).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
+    stamps = [NS * (10 + t) for t in range(5)]
+    w = EpisodeBagWriter(tmp_path, "robot_1_e00002", robot="robot_1")
+    w.open()
+    t = w._typestore.types
+
+    def image(stamp_sec, nanosec=0, h=4, wd=6, encoding="rgb8", step=None, data=None):
+        return t[itf.IMAGE_TYPE](
+            header=t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=stamp_sec, nanosec=nanosec),
+                                            frame_id="x"),
+            height=h, width=wd, encoding=encoding, is_bigendian=0, step=wd * 3 if step is None else step,
+            data=np.zeros(h * wd * 3, np.uint8) if data is None else data)
+
+    for i in range(5):
+        w.add_image(frames[i], stamps[i])
+        if i < 4:
+            w.add_action(stamps[i], i, [0.1, 0.0], [i, 3])
+    bad = [image(11, 0, encoding="mono16"),                      # its stamp is a real frame's
+           image(-1),                                            # crashed the nodes before (negative stamp)
+           image(12, data=np.zeros(7, np.uint8)),                # data shorter than height * step
+           image(11, h=5, data=np.zeros(5 * 6 * 3, np.uint8)),   # another size than the episode's
+           image(13)]                                            # a second frame with a real frame's stamp
+    for k, m in enumerate(bad):
+        w.add_message(itf.IMAGE_TOPIC, itf.IMAGE_TYPE, m, stamps[4] + 1_000 + k)
+    w.add_event(EventRecord(stamps[0], "start", instruction="push"))
+    forged = t[itf.EPISODE_EVENT_TYPE](
+        header=t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=14, nanosec=0), frame_id=""),
+        robot="robot_1", episode_id="robot_1_e00002", event=6, outcome=3, termination_reason="", steps=0,
+        instruction="", policy_version="", reward_model_version="", success_threshold=0.0, success_k=0)
+    w.add_message(itf.EPISODE_EVENT_TOPIC, itf.EPISODE_EVENT_TYPE, forged, stamps[4] + 9_000)
+    ep = read_episode(w.close())
+    assert ep.num_steps == 4 and np.array_equal(ep.frames, frames) and list(ep.frame_stamps_ns) == stamps
+    assert ep.dropped == {"frames_bad_encoding": 1, "frames_bad_stamp": 1, "frames_bad_size": 1,
+                          "frames_other_size": 1, "frames_duplicate_stamp": 1, "events_invalid": 1}
+    assert [e.event for e in ep.events] == ["start"]
