@@ -169,6 +169,7 @@ class HotSwapper(Generic[M]):
         self.last_error = ""
         self.incomplete: list[str] = []
         """subdirectories of watch_dir without a readable manifest at the last scan"""
+        self._incomplete_seen: set[str] = set()   # logged once each
         self._high: tuple | None = None           # key of the newest watch_dir version loaded
         self._refused: dict[Path, tuple] = {}     # path -> fingerprint it was refused with
         self._requests: list[Path] = []
@@ -198,6 +199,10 @@ class HotSwapper(Generic[M]):
     def _newest_from_watch_dir(self) -> tuple[Candidate, M] | None:
         """Load the newest candidate above the high-water mark that loads (caller holds _scan_lock)."""
         candidates, self.incomplete = list_candidates(self.watch_dir)
+        for name in sorted(set(self.incomplete) - self._incomplete_seen):
+            self.log("warning", f"{self.watch_dir / name}: no readable {MANIFEST_NAME} (still being written, or not "
+                                f"a model version): ignored until it has one")
+        self._incomplete_seen = set(self.incomplete)
         for cand in reversed(candidates):
             if self._high is not None and cand.key <= self._high:
                 return None

@@ -114,8 +114,15 @@ def returns_standardised(returns: np.ndarray) -> np.ndarray:
     return (returns - returns.mean()) / (returns.std() + 1e-8)
 
 
+def returns_shuffled(returns: np.ndarray) -> np.ndarray:
+    """A CONTROL for the ladder, never a learner: the buffer's returns permuted across its
+    transitions. It keeps every statistic of the returns but breaks their link to the actions, so
+    an update on it is what the optimiser does to the policy from noise alone."""
+    return np.random.default_rng(len(returns)).permutation(returns)
+
+
 #: ImproveConfig.returns -> how the buffer's returns are transformed before the update
-RETURN_TRANSFORMS = {"paper": returns_as_is, "standardise": returns_standardised}
+RETURN_TRANSFORMS = {"paper": returns_as_is, "standardise": returns_standardised, "shuffled": returns_shuffled}
 
 
 class _Head(nn.Module):

@@ -33,6 +33,11 @@ def diagnostic_array(node, name: str, level: bytes, message: str, values: dict[s
     return arr
 
 
+class StartupError(RuntimeError):
+    """A node that cannot do its job from the start (e.g. no loadable model): ``spin_node`` logs
+    it and exits with status 2, so a supervisor (launch ``respawn``, systemd, ``efm-ros up``) sees it."""
+
+
 def spin_node(make_node: Callable[[], Any], argv: list[str] | None = None) -> int:
     """Standard main(): init, spin until Ctrl-C / SIGTERM, clean teardown.
 
@@ -58,11 +63,15 @@ def spin_node(make_node: Callable[[], Any], argv: list[str] | None = None) -> in
     args = sys.argv if argv is None else [sys.argv[0], *argv]
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    rc = 0
     try:
         node = make_node()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except StartupError as exc:
+        print(f"[{make_node.__name__}] cannot start: {exc}", file=sys.stderr, flush=True)
+        rc = 2
     finally:
         if node is not None:
             close = getattr(node, "close", None)
@@ -70,4 +79,4 @@ def spin_node(make_node: Callable[[], Any], argv: list[str] | None = None) -> in
                 close()
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return rc

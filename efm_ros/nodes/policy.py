@@ -67,7 +67,7 @@ from efm_ros.diagnostics import RollingStats
 from efm_ros.model.manifest import MANIFEST_NAME
 from efm_ros.model.runtime import load_model
 from efm_ros.msg import EpisodeEvent, PolicyAction
-from efm_ros.nodes.common import declare, diagnostic_array, spin_node
+from efm_ros.nodes.common import StartupError, declare, diagnostic_array, spin_node
 from efm_ros.nodes.images import valid_stamp
 from efm_ros.vision.preprocess import FrameError, decode
 
@@ -104,6 +104,9 @@ class PolicyNode(LifecycleNode):
                                  "available)", **ro)
         self.threads = declare(self, "inference_threads", 1, "ONNX Runtime intra-op threads (0 = ORT default)",
                                lo=0, hi=64, **ro)
+        self.wait_for_model = declare(self, "wait_for_model", False, "when no model loads at start (autostart): "
+                                      "false = exit with status 2 so a supervisor sees it; true = stay up "
+                                      "unconfigured and wait for a lifecycle configure", **ro)
         self.command_frame = declare(self, "command_frame_id", "table", "frame_id of cmd_vel (the robot's planar "
                                      "command frame)", **ro)
 
@@ -130,7 +133,7 @@ class PolicyNode(LifecycleNode):
         self._last_fault = ""
         self._timer = None
         self._state = "unconfigured"             # lifecycle state label, for /diagnostics
-        self._reported = (0, 0)                  # (faults, stale) at the last diagnostics message
+        self._reported = (0, 0, 0)               # (faults, stale, refused versions) at the last diagnostics message
 
         # Inputs in their own group: with a multi-threaded executor frames keep arriving during a tick.
         inputs = MutuallyExclusiveCallbackGroup()
@@ -146,8 +149,13 @@ class PolicyNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._apply_params)
         self.create_timer(1.0, self._publish_diagnostics)
 
-        if self.autostart and self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-            self.trigger_activate()
+        if self.autostart:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+            elif not self.wait_for_model:
+                fault = self._last_fault
+                self.destroy_node()
+                raise StartupError(f"{fault} (set wait_for_model:=true to stay up and wait)")
 
     # -- lifecycle ----------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -397,12 +405,18 @@ class PolicyNode(LifecycleNode):
         if self._last_fault:
             values["last_fault"] = self._last_fault
         faults = sum(v for k, v in self.counts.items() if k.startswith("fault_"))
+        refused = 0 if self.swapper is None else sum(self.swapper.counts[k] for k in ("rejected", "load_failed",
+                                                                                      "scan_errors"))
         new_faults, new_stale = faults - self._reported[0], self.counts["stale"] - self._reported[1]
-        self._reported = (faults, self.counts["stale"])
+        new_refused = refused - self._reported[2]
+        self._reported = (faults, self.counts["stale"], refused)
         if self.swapper is None:
             level, message = DiagnosticStatus.ERROR, self._last_fault or f"{state}: no model loaded"
         elif new_faults or new_stale:   # WARN while it is happening, OK again once it stops
             level, message = DiagnosticStatus.WARN, f"{state}: {new_faults} faults, {new_stale} stale ticks in the last second"
+        elif refused or self.swapper.incomplete:   # WARN from the first refusal on: an operator must look
+            level, message = DiagnosticStatus.WARN, (f"{state}: {refused} model versions refused ({self.swapper.last_error})"
+                                                     if refused else f"{state}: incomplete version directories in watch_dir")
         else:
             level, message = DiagnosticStatus.OK, state
         self.diag_pub.publish(diagnostic_array(self, "policy", level, message, values))

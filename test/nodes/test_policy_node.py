@@ -62,14 +62,14 @@ def policy_processes(python_env, sim_model_dir, tmp_path):
                               f"watch_dir:={watch}", "watch_period_s:=0.1", "control_rate_hz:=20.0",
                               "stale_frame_timeout_s:=0.4", "seed:=3", "inference_threads:=1"),
         "missing": _start_policy(python_env, logs["missing"], "/robot_9", f"model_dir:={tmp_path / 'no_model'}",
-                                 "trigger:=frame"),
+                                 "trigger:=frame", "wait_for_model:=true"),
     }
     yield procs, watch
     for k, p in procs.items():
         _stop(p, logs[k])
 
 
-def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir):
+def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir, tmp_path):
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
     from geometry_msgs.msg import TwistStamped
@@ -205,7 +205,11 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir):
 
         # -- a corrupt version is refused, the current one keeps running -----------------------
         _new_version(sim_model_dir, watch, "v0003", corrupt=True)
+        (watch / "v0004").mkdir()                                # no manifest: ignored, but said so
         assert spin_until(ex, lambda: int(diag("robot_8")[1].get("versions_rejected", 0)) >= 1, 10), diag("robot_8")
+        assert spin_until(ex, lambda: diag("robot_8")[0].level == DiagnosticStatus.WARN, 5), diag("robot_8")
+        assert "refused" in diag("robot_8")[0].message
+        assert spin_until(ex, lambda: "v0004: no readable manifest.json" in (tmp_path / "policy_good.log").read_text(), 5)
         n = len(actions)
         assert spin_until(ex, lambda: len(actions) >= n + 5, 10)
         assert {a.model_version for a in actions[n:]} == {"v0002"}
@@ -279,3 +283,15 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir):
     finally:
         ex.shutdown()
         node.destroy_node()
+
+
+def test_a_policy_node_whose_model_does_not_load_exits_non_zero(python_env, tmp_path):
+    """A supervisor (launch respawn, systemd, efm-ros up) must see it; wait_for_model:=true opts out."""
+    log = tmp_path / "policy.log"
+    proc = _start_policy(python_env, log, "/robot_11", f"model_dir:={tmp_path / 'no_model'}")
+    try:
+        assert proc.wait(timeout=60) == 2
+    finally:
+        _stop(proc, log)
+    text = log.read_text()
+    assert "cannot start" in text and "no_model" in text and "Traceback" not in text
