@@ -490,15 +490,25 @@ class SequenceGaps:
     publisher sets its base (what it sent before the logger subscribed is not a loss).
     """
 
+    #: a jump larger than this is not a loss but a sequence number that means nothing (a DDS
+    #: "unknown" sequence number, e.g. 0xFFFFFFFF00000000, or a publisher that restarted with the
+    #: same GID): counted in ``anomalies``, and the publisher's base starts again from it
+    MAX_PLAUSIBLE_GAP = 1 << 20
+
     def __init__(self) -> None:
         self._last: dict[tuple[str, bytes], int] = {}
+        self.anomalies = 0
 
     def gap(self, topic: str, publisher: bytes | None, seq: int | None) -> int:
         """Messages lost on ``topic`` from ``publisher`` just before the one numbered ``seq``."""
-        if publisher is None or not seq:
+        if publisher is None or not seq or seq < 0:
             return 0
         key = (topic, bytes(publisher))
         last = self._last.get(key)
+        if last is not None and seq - last - 1 > self.MAX_PLAUSIBLE_GAP:
+            self.anomalies += 1
+            self._last[key] = seq
+            return 0
         self._last[key] = max(seq, last or 0)
         if last is None or seq <= last:
             return 0  # first message of this publisher, or a duplicate / reordered one

@@ -391,6 +391,8 @@ class LoggerNode(Node):
             "fault": self.fault,
         }
         values.update({f"anomaly_{k}": v for k, v in sorted(stats.anomalies.items())})
+        if self.gaps.anomalies:
+            values["anomaly_sequence_number"] = self.gaps.anomalies  # jumps too large to be losses
         values.update({f"not_recording {t}": why for t, why in sorted(self.skipped.items())})
         for name in sorted(set(self.subs) | set(stats.written) | set(stats.outside)):
             values[f"topic {name[len(self.prefix):]}"] = (

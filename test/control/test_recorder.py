@@ -313,6 +313,10 @@ def test_sequence_gaps_count_lost_messages_per_publisher():
     assert g.gap("/t", b"pub1", 46) == 0
     assert g.gap("/u", b"pub1", 1) == 0
     assert g.gap("/t", None, 99) == 0 and g.gap("/t", b"pub1", None) == 0  # RMW without the info
+    # a meaningless sequence number (the campaign's lost counter read 6442450947) is an anomaly, not a loss
+    assert g.gap("/t", b"pub1", 0xFFFFFFFF00000000) == 0 and g.anomalies == 1
+    assert g.gap("/t", b"pub1", 0xFFFFFFFF00000002) == 1  # counting goes on from the new base
+    assert g.gap("/v", b"pub3", -5) == 0
 
 
 def test_choose_qos_is_compatible_with_every_publisher():
