@@ -18,13 +18,15 @@ from launch_ros.actions import Node
 
 from efm_ros.graph.description import PACKAGE, graph_arguments, launch_plan
 
+RESPAWN_DELAY_S = 2.0   # a node that exits is started again (efm-ros up: the same, with back-off)
+
 
 def _nodes(context):
     plan = launch_plan({a.name: LaunchConfiguration(a.name).perform(context) for a in graph_arguments()})
     return ([SetEnvironmentVariable(name, value) for name, value in plan.env.items()]
             + [Node(package=PACKAGE, executable=s.executable, name=s.name, namespace=s.namespace,
                     parameters=[str(plan.params_file), dict(s.overrides)], remappings=list(s.remappings),
-                    output="screen", emulate_tty=True)
+                    output="screen", emulate_tty=True, respawn=True, respawn_delay=RESPAWN_DELAY_S)
                for s in plan.specs])
 
 

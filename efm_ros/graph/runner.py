@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="process layout: per-node (as ros2 launch; lowest latency: 8.6/12.8 ms p50/p99 camera->action "
                         "for 1 robot vs 22/346 ms in one process on 2 cores) or one (fewest processes)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
+    p.add_argument("--respawn", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-node: restart a node that exits, with back-off, and keep the others running "
+                        "(as the launch file's respawn); --no-respawn stops the graph on the first exit")
     p.add_argument("--dry-run", action="store_true", help="print the nodes and their ROS arguments, start nothing")
     return p
 
@@ -112,19 +115,43 @@ def start_node_process(spec: NodeSpec, params_file: str | Path, env: dict | None
     return subprocess.Popen([str(exe), *spec.ros_arguments(params_file)], env=env, **popen)
 
 
-def run_per_node(specs: list[NodeSpec], params_file: str | Path, stop: threading.Event, duration: float) -> int:
+#: respawn back-off of a crashed node: first delay, factor, cap (s); it resets after RESPAWN_STABLE_S of life
+RESPAWN_BACKOFF = (1.0, 2.0, 30.0)
+RESPAWN_STABLE_S = 60.0
+
+
+def run_per_node(specs: list[NodeSpec], params_file: str | Path, stop: threading.Event, duration: float,
+                 respawn: bool = True) -> int:
+    """One process per node until ``stop`` or ``duration``. A node that exits is reported and, with
+    ``respawn`` (as launch's ``respawn=True``), started again after a back-off that doubles up to
+    RESPAWN_BACKOFF's cap; the healthy nodes keep running. Without respawn any exit stops all."""
     procs = [start_node_process(spec, params_file) for spec in specs]
+    started = [time.monotonic()] * len(specs)
+    delay = [RESPAWN_BACKOFF[0]] * len(specs)
+    due: dict[int, float] = {}                     # node index -> when to start it again
+    respawns = [0] * len(specs)
     deadline = time.monotonic() + duration if duration > 0 else float("inf")
-    rc = 0
     try:
         while not stop.is_set() and time.monotonic() < deadline:
-            dead = [(s, p.returncode) for s, p in zip(specs, procs) if p.poll() is not None]
-            if dead:
-                for s, code in dead:
-                    print(f"efm-ros up: {s.fqn} exited with {code}", file=sys.stderr)
-                rc = 1
-                break
-            time.sleep(0.2)
+            now = time.monotonic()
+            for i, (s, p) in enumerate(zip(specs, procs)):
+                if i in due or p.poll() is None:
+                    continue
+                if not respawn:
+                    print(f"efm-ros up: {s.fqn} exited with {p.returncode}; stopping the graph", file=sys.stderr)
+                    return 1
+                if now - started[i] > RESPAWN_STABLE_S:
+                    delay[i] = RESPAWN_BACKOFF[0]
+                due[i] = now + delay[i]
+                print(f"efm-ros up: {s.fqn} exited with {p.returncode}; restarting it in {delay[i]:g} s "
+                      f"(restart {respawns[i] + 1})", file=sys.stderr, flush=True)
+                delay[i] = min(delay[i] * RESPAWN_BACKOFF[1], RESPAWN_BACKOFF[2])
+            for i, when in list(due.items()):
+                if now >= when:
+                    del due[i]
+                    respawns[i] += 1
+                    procs[i], started[i] = start_node_process(specs[i], params_file), time.monotonic()
+            stop.wait(0.2)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -134,7 +161,10 @@ def run_per_node(specs: list[NodeSpec], params_file: str | Path, stop: threading
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
-    return rc
+        if any(respawns):
+            print("efm-ros up: restarts " + ", ".join(f"{s.fqn} {n}" for s, n in zip(specs, respawns) if n),
+                  file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if args.processes == "per-node":
-        return run_per_node(specs, params_file, stop, args.duration)
+        return run_per_node(specs, params_file, stop, args.duration, respawn=args.respawn)
     graph = InProcessGraph(specs, params_file).start()
     print(f"efm-ros up: {len(specs)} nodes for {args.robots} robot(s) in one process; Ctrl-C stops", flush=True)
     deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")

@@ -124,6 +124,7 @@ def test_launch_file_builds_exactly_the_described_nodes(monkeypatch):
             ("efm_ros", spec_.executable, spec_.name, spec_.namespace)
         assert kw["parameters"] == [str(default_params_file()), spec_.overrides]
         assert kw["remappings"] == list(spec_.remappings)
+        assert kw["respawn"] is True and kw["respawn_delay"] > 0
     # the executables colcon installs are exactly the graph's nodes
     assert sorted(p.name for p in (REPO / "scripts").iterdir() if p.name.endswith("_node")) == sorted(node_executables())
 

@@ -40,3 +40,42 @@ def test_up_stops_every_node_on_the_signal(sig, tmp_path, python_env, sim_model_
     gone, alive = psutil.wait_procs(children, timeout=5)
     assert not alive, f"orphans after {sig.name}: {[p.pid for p in alive]}"
     assert "Traceback" not in out, out[-3000:]
+
+
+def test_up_restarts_a_killed_node_and_keeps_the_others(tmp_path, python_env, sim_model_dir):
+    up = subprocess.Popen([sys.executable, "-m", "efm_ros.cli", "up", "--robots", "1", "--model", str(sim_model_dir),
+                           "--episodes-dir", str(tmp_path / "episodes")],
+                          env=python_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def children() -> dict[str, int]:
+        out = {}
+        for c in psutil.Process(up.pid).children():
+            try:
+                out[c.cmdline()[1].rsplit("/", 1)[-1]] = c.pid
+            except (psutil.NoSuchProcess, IndexError):
+                pass
+        return out
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(children()) < len(node_executables()):
+            time.sleep(0.2)
+        before = children()
+        assert sorted(before) == sorted(node_executables())
+        time.sleep(2.0)
+        psutil.Process(before["camera_node"]).kill()            # SIGKILL: a crash
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and children().get("camera_node") in (None, before["camera_node"]):
+            time.sleep(0.2)
+        after = children()
+        assert after.get("camera_node") not in (None, before["camera_node"]), after
+        assert {k: v for k, v in after.items() if k != "camera_node"} == \
+            {k: v for k, v in before.items() if k != "camera_node"}, "a healthy node was stopped"
+        assert up.poll() is None
+        up.send_signal(signal.SIGTERM)
+        out, _ = up.communicate(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, out[-3000:]
+    assert "/robot_0/camera exited with -9; restarting it" in out and "restarts /robot_0/camera 1" in out, out[-3000:]
