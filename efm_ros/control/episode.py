@@ -23,6 +23,10 @@ from efm_ros.learn.objectives import is_success, progress_reward
 from efm_ros.model.bins import T_MAX
 
 
+#: termination_reason prefix of an episode ended because an input went silent
+INPUT_LOST = "input lost"
+
+
 class Phase(enum.Enum):
     WAITING = "waiting"      # no episode: waiting for an instruction and a frame
     RUNNING = "running"      # episode in progress
@@ -143,6 +147,14 @@ class EpisodeTracker:
         if self.phase is not Phase.RUNNING:
             return None
         return self._end(Event.OPERATOR_STOP, Outcome.UNKNOWN, reason)
+
+    def input_lost(self, reason: str) -> EpisodeEventRecord | None:
+        """End the running episode with a FAULT because an input it depends on went silent (the
+        camera, the robot): never a silent stall. None if no episode is running. The trainer does
+        not learn from such an episode (its end was not observed)."""
+        if self.phase is not Phase.RUNNING:
+            return None
+        return self._end(Event.FAULT, Outcome.UNKNOWN, f"{INPUT_LOST}: {reason}")
 
     def _end(self, event: Event, outcome: Outcome, reason: str) -> EpisodeEventRecord:
         self.phase = Phase.RESETTING

@@ -14,10 +14,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from efm_ros.control.episode import INPUT_LOST
 from efm_ros.learn.objectives import episode_returns  # noqa: F401  (the one reward/returns function)
 
-#: episodes that did not end by the episode rules (the logger stopped mid-episode) are not used
-UNFINISHED_REASONS = ("logger_shutdown",)
+#: episodes that did not end by the episode rules are not used: the logger stopped mid-episode, or
+#: an input went silent (the episode ended with a FAULT "input lost: ...", its end never observed)
+UNFINISHED_REASONS = ("logger_shutdown", INPUT_LOST)
+
+
+def is_unfinished(termination_reason: str) -> bool:
+    return termination_reason.startswith(UNFINISHED_REASONS)
 
 
 def on_policy_filter(policy_versions: list[str], current: str) -> tuple[bool, str]:

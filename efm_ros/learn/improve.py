@@ -59,7 +59,7 @@ import torch
 import torch.nn as nn
 
 from efm_ros.data.episode import Episode
-from efm_ros.learn.buffer import UNFINISHED_REASONS, OnPolicyBuffer, episode_returns, minibatch_indices, on_policy_filter
+from efm_ros.learn.buffer import OnPolicyBuffer, episode_returns, is_unfinished, minibatch_indices, on_policy_filter
 from efm_ros.learn.objectives import action_entropy, action_kl, action_log_prob, reinforce_loss
 
 
@@ -260,7 +260,7 @@ class Improver:
     def add_episode(self, ep: Episode) -> str:
         """Use one recorded episode if it is complete and on-policy; returns what happened."""
         self.seen.add(ep.episode_id)
-        if ep.termination_reason in UNFINISHED_REASONS:
+        if is_unfinished(ep.termination_reason):
             self.counts["episodes_unfinished"] += 1
             return "unfinished"
         if ep.num_steps == 0:  # the detector fired on the first frame: no action was taken, nothing to learn

@@ -66,7 +66,7 @@ from efm_ros.control.hotswap import HotSwapper
 from efm_ros.diagnostics import RollingStats
 from efm_ros.model.manifest import MANIFEST_NAME
 from efm_ros.model.runtime import load_model
-from efm_ros.msg import EpisodeEvent, PolicyAction
+from efm_ros.msg import EpisodeEvent, PolicyAction, StepsToGo
 from efm_ros.nodes.common import StartupError, declare, diagnostic_array, spin_node
 from efm_ros.nodes.images import valid_stamp
 from efm_ros.vision.preprocess import FrameError, decode
@@ -104,6 +104,9 @@ class PolicyNode(LifecycleNode):
                                  "available)", **ro)
         self.threads = declare(self, "inference_threads", 1, "ONNX Runtime intra-op threads (0 = ORT default)",
                                lo=0, hi=64, **ro)
+        self.supervisor_timeout = declare(self, "supervisor_timeout_s", 1.0, "inside an episode, hold still when the "
+                                          "steps-to-go supervisor has published nothing for this long (it ends "
+                                          "episodes; without it nothing would); 0 = no check", lo=0.0, hi=600.0, **ro)
         self.wait_for_model = declare(self, "wait_for_model", False, "when no model loads at start (autostart): "
                                       "false = exit with status 2 so a supervisor sees it; true = stay up "
                                       "unconfigured and wait for a lifecycle configure", **ro)
@@ -130,6 +133,7 @@ class PolicyNode(LifecycleNode):
         self._step = 0
         self._prev: tuple[int, np.ndarray] | None = None        # (seq, frame) acted on at the previous tick
         self._last_acted_stamp = None
+        self._supervisor_t = 0.0                 # monotonic time of the newest steps_to_go message (or START)
         self._last_fault = ""
         self._timer = None
         self._state = "unconfigured"             # lifecycle state label, for /diagnostics
@@ -144,6 +148,7 @@ class PolicyNode(LifecycleNode):
         self.create_subscription(Image, "camera/image", self._on_image, qos_profile_sensor_data, callback_group=inputs)
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=inputs)
         self.create_subscription(EpisodeEvent, "episode_event", self._on_event, EVENTS_QOS, callback_group=inputs)
+        self.create_subscription(StepsToGo, "steps_to_go", self._on_supervisor, 10, callback_group=inputs)
         self.create_service(Trigger, "~/reload", self._on_reload)    # private: <ns>/policy/reload, like change_state
         self.add_on_set_parameters_callback(self._check_params)
         self.add_post_set_parameters_callback(self._apply_params)
@@ -244,6 +249,9 @@ class PolicyNode(LifecycleNode):
         if self.trigger == "frame":
             self._tick(on_frame=True)
 
+    def _on_supervisor(self, msg: StepsToGo) -> None:
+        self._supervisor_t = time.monotonic()  # content unused: the supervisor is alive
+
     def _on_instruction(self, msg: String) -> None:
         with self._lock:
             self._instruction = msg.data
@@ -258,6 +266,7 @@ class PolicyNode(LifecycleNode):
             stamp = Time.from_msg(msg.header.stamp)
             if msg.event == EpisodeEvent.START:
                 self._episode, self._step, self._prev, self._ended = msg.episode_id, 0, None, False
+                self._supervisor_t = time.monotonic()   # the supervisor just spoke: START comes from it
                 if msg.instruction:
                     self._instruction = msg.instruction
                 if stamp.nanoseconds:  # an episode's frames come after its START (steps_to_go node)
@@ -288,6 +297,11 @@ class PolicyNode(LifecycleNode):
                 return self._hold("held_no_episode")
             if ended:
                 return self._hold("held_episode_ended")
+            if (self.require_start and self.supervisor_timeout > 0
+                    and time.monotonic() - self._supervisor_t > self.supervisor_timeout):
+                self.get_logger().warning(f"no steps_to_go for {time.monotonic() - self._supervisor_t:.1f} s: nothing "
+                                          f"supervises the episode, holding still", throttle_duration_sec=2.0)
+                return self._hold("held_no_supervisor")
             if frame is None:
                 return self._hold("held_no_frame")
             msg, arrival, seq = frame
@@ -407,13 +421,14 @@ class PolicyNode(LifecycleNode):
         faults = sum(v for k, v in self.counts.items() if k.startswith("fault_"))
         refused = 0 if self.swapper is None else sum(self.swapper.counts[k] for k in ("rejected", "load_failed",
                                                                                       "scan_errors"))
-        new_faults, new_stale = faults - self._reported[0], self.counts["stale"] - self._reported[1]
-        new_refused = refused - self._reported[2]
-        self._reported = (faults, self.counts["stale"], refused)
+        stale = self.counts["stale"] + self.counts["held_no_supervisor"]
+        new_faults, new_stale = faults - self._reported[0], stale - self._reported[1]
+        self._reported = (faults, stale, refused)
         if self.swapper is None:
             level, message = DiagnosticStatus.ERROR, self._last_fault or f"{state}: no model loaded"
         elif new_faults or new_stale:   # WARN while it is happening, OK again once it stops
-            level, message = DiagnosticStatus.WARN, f"{state}: {new_faults} faults, {new_stale} stale ticks in the last second"
+            level, message = DiagnosticStatus.WARN, (f"{state}: {new_faults} faults, {new_stale} ticks held (stale frame "
+                                                     f"or no supervisor) in the last second")
         elif refused or self.swapper.incomplete:   # WARN from the first refusal on: an operator must look
             level, message = DiagnosticStatus.WARN, (f"{state}: {refused} model versions refused ({self.swapper.last_error})"
                                                      if refused else f"{state}: incomplete version directories in watch_dir")

@@ -55,6 +55,9 @@ class StepsToGoNode(Node):
         self.reset_timeout = declare(self, "reset_timeout_s", 5.0, "wait this long for the reset service", lo=0.1, hi=600.0)
         retries = declare(self, "reset_retries", 3, "reset attempts before a FAULT", lo=1, hi=100)
         self.fault_retry = declare(self, "fault_retry_s", 10.0, "retry period while faulty", lo=0.5, hi=3600.0)
+        self.input_timeout = declare(self, "input_timeout_s", 2.0, "end the running episode with a FAULT when no camera "
+                                     "frame arrives for this long (the camera or the robot died); 0 = never",
+                                     lo=0.0, hi=600.0)
         threads = declare(self, "inference_threads", 1, "ONNX Runtime intra-op threads", lo=0, hi=64, read_only=True)
 
         self.model = load_model(model_dir, intra_op_threads=threads)  # verifies manifest.json; raises if corrupt
@@ -72,6 +75,7 @@ class StepsToGoNode(Node):
         self._reset_deadline = 0.0
         self._next_reset_at = float("inf")  # no retry planned
         self._last_fault = ""
+        self._last_frame_t = time.monotonic()     # arrival of the newest usable frame (input watchdog)
 
         self.stg_pub = self.create_publisher(StepsToGo, "steps_to_go", 10)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_event", EVENTS_QOS)
@@ -81,6 +85,7 @@ class StepsToGoNode(Node):
         self.create_subscription(String, "operator_stop", self._on_operator_stop, 10)
         self.reset_client = self.create_client(Trigger, "reset")
         self.create_timer(0.05, self._poll_reset)
+        self.create_timer(0.1, self._watch_inputs)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(f"reward model {self.model.version}: s={self.config.success_threshold:g}, "
                                f"k={self.config.success_k}, T_max={self.config.max_steps}")
@@ -108,6 +113,7 @@ class StepsToGoNode(Node):
             self.stats.counts["rejected_frames"] += 1
             self.get_logger().warning(f"rejected frame: {exc}", throttle_duration_sec=1.0)
             return
+        self._last_frame_t = time.monotonic()
         if self.tracker.phase is Phase.WAITING:
             if not self._instruction:
                 return
@@ -124,7 +130,12 @@ class StepsToGoNode(Node):
         prev = frame if self._prev_frame is None else self._prev_frame  # frame 0's previous is itself
         d, dist = self.model.steps_to_go(frame, prev, self.tracker.instruction)
         self._prev_frame = frame
-        result = self.tracker.tick(d)
+        try:
+            result = self.tracker.tick(d)
+        except ValueError as exc:   # NaN d from a broken reward model: not progress, not success, not a crash
+            self.stats.counts["rejected_d_nan"] += 1
+            self.get_logger().error(f"reward model output refused: {exc}", throttle_duration_sec=2.0)
+            return
         out = StepsToGo(header=msg.header, episode_id=self.tracker.episode_id, step=result.step,
                         expected_steps=float(d), distribution=np.asarray(dist, np.float32).tolist(),
                         reward=float(result.reward), success=bool(result.success), model_version=self.model.version)
@@ -132,6 +143,19 @@ class StepsToGoNode(Node):
         self.stats.tick(time.perf_counter() - t0)
         if result.event is not None:
             self._finish(result.event)
+
+    def _watch_inputs(self) -> None:
+        """Liveness: a running episode whose camera went silent ends with a FAULT (then the reset
+        is tried as after any episode; a dead robot becomes the reset FAULT), never a stall."""
+        silent = time.monotonic() - self._last_frame_t
+        if self.input_timeout <= 0 or self.tracker.phase is not Phase.RUNNING or silent <= self.input_timeout:
+            return
+        record = self.tracker.input_lost(f"no camera/image for {silent:.1f} s (input_timeout_s {self.input_timeout:g})")
+        if record is not None:
+            self.stats.counts["input_lost"] += 1
+            self._last_fault = record.reason
+            self.get_logger().error(f"FAULT: {record.reason}")
+            self._finish(record)
 
     # -- episode end and reset ----------------------------------------------------------------
     def _new_episode_id(self) -> str:
@@ -204,6 +228,9 @@ class StepsToGoNode(Node):
                        "k": str(self.config.success_k)})
         if self.tracker.phase is Phase.FAULT:
             level, message = DiagnosticStatus.ERROR, f"FAULT: {self._last_fault}"
+        elif time.monotonic() - self._last_frame_t > max(self.input_timeout, 1.0) and self.input_timeout > 0:
+            level, message = DiagnosticStatus.WARN, f"{self.tracker.phase.value}: no camera/image for " \
+                                                    f"{time.monotonic() - self._last_frame_t:.0f} s"
         else:
             level, message = DiagnosticStatus.OK, self.tracker.phase.value
         self.diag_pub.publish(diagnostic_array(self, "steps-to-go reward/success", level, message, values))

@@ -95,3 +95,16 @@ def test_the_live_reward_is_the_training_reward_one_tick_later():
         assert t.phase is Phase.RESETTING
         train, _ = episode_returns(d, 0.9)
         np.testing.assert_allclose(live[1:], train, rtol=0, atol=1e-12)
+
+
+def test_a_silent_input_ends_the_running_episode_with_a_fault():
+    from efm_ros.control.episode import INPUT_LOST, Event, Outcome, Phase
+
+    tr = EpisodeTracker(EpisodeConfig(success_threshold=1.0, success_k=1))
+    assert tr.input_lost("no camera frame for 2 s") is None          # no episode: nothing to end
+    tr.start("e1", "push the red block")
+    tr.tick(30.0)
+    rec = tr.input_lost("no camera frame for 2 s")
+    assert rec.event is Event.FAULT and rec.outcome is Outcome.UNKNOWN and rec.reason.startswith(INPUT_LOST)
+    assert rec.steps == 0 and tr.phase is Phase.RESETTING
+    assert tr.reset_succeeded().event is Event.RESET_DONE and tr.phase is Phase.WAITING

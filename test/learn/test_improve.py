@@ -75,6 +75,8 @@ def test_one_iteration_updates_the_head_only_and_publishes_a_verified_version(tm
     cut = _episodes(vdir, 1, 202)[0]
     cut.termination_reason = "logger_shutdown"
     assert imp.add_episode(cut) == "unfinished"
+    cut.termination_reason = "input lost: no camera/image for 2.1 s"   # ended by the liveness FAULT
+    assert imp.add_episode(cut) == "unfinished" and imp.counts["episodes_unfinished"] == 2
 
 
 def _run_improve(cmd_prefix, episodes_dir, model_dir, out, env):

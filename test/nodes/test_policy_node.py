@@ -83,7 +83,7 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir, 
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
 
-    from efm_ros.msg import EpisodeEvent, PolicyAction
+    from efm_ros.msg import EpisodeEvent, PolicyAction, StepsToGo
     from efm_ros.nodes.images import numpy_to_image
     from efm_ros.sim.tabletop import TabletopRobot
 
@@ -112,7 +112,8 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir, 
     robot = TabletopRobot(image_size=96)
     robot.reset(seed=4)
     sent = {}                                                    # (sec, nanosec) -> frame bytes
-    feed = {"on": True}
+    feed = {"on": True, "supervisor": True}
+    supervisor_pubs = [node.create_publisher(StepsToGo, f"/{ns}/steps_to_go", 10) for ns in ("robot_8", "robot_9")]
 
     def publish_frame():
         if not feed["on"]:
@@ -125,6 +126,9 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir, 
         sent[(stamp.sec, stamp.nanosec)] = frame.tobytes()
         image_pub.publish(numpy_to_image(frame, stamp))
         image_pub_9.publish(numpy_to_image(frame, stamp))
+        if feed["supervisor"]:                                   # what the steps_to_go node publishes per frame
+            for pub in supervisor_pubs:
+                pub.publish(StepsToGo(expected_steps=10.0))
     node.create_timer(0.04, publish_frame)
 
     def event(kind, episode_id, pub=event_pub):
@@ -191,6 +195,16 @@ def test_policy_node_end_to_end(rclpy_context, policy_processes, sim_model_dir, 
         n = len(ep_actions("ep1"))
         assert spin_until(ex, lambda: len(ep_actions("ep1")) >= n + 3, 10), "the episode did not go on"
         assert procs["good"].poll() is None
+
+        # -- no supervisor: with steps_to_go silent the policy holds still, and acts again once it is back
+        feed["supervisor"] = False
+        assert spin_until(ex, lambda: int(diag("robot_8")[1].get("held_no_supervisor", 0)) >= 3, 10), diag("robot_8")
+        n = len(ep_actions("ep1"))
+        spin_until(ex, lambda: False, 0.3)
+        assert len(ep_actions("ep1")) <= n + 1 and twists[-1].twist.linear.x == 0.0 and twists[-1].twist.linear.y == 0.0
+        assert diag("robot_8")[0].level == DiagnosticStatus.WARN
+        feed["supervisor"] = True
+        assert spin_until(ex, lambda: len(ep_actions("ep1")) >= n + 5, 10), "did not resume with the supervisor back"
 
         # -- hot-swap mid-run: a new version in watch_dir ---------------------------------------
         n_before = len(actions)

@@ -29,7 +29,7 @@ def graph(python_env, sim_model_dir):
     sim = _start(["sim-robot", *ns, "-p", "control_rate_hz:=20.0", "-p", "seed:=11"], python_env)
     stg = _start(["steps-to-go", *ns, "-p", f"model_dir:={sim_model_dir}", "-p", "max_episode_steps:=5",
                   "-p", "success_threshold:=0.0001", "-p", "reset_timeout_s:=1.0", "-p", "reset_retries:=2",
-                  "-p", "fault_retry_s:=30.0", "-r", "camera/image:=camera/image_raw"], python_env)
+                  "-p", "fault_retry_s:=30.0", "-p", "input_timeout_s:=2.0", "-r", "camera/image:=camera/image_raw"], python_env)
     procs = {"sim": sim, "stg": stg}
     yield procs
     logs = {k: _stop(p) for k, p in procs.items()}
@@ -90,16 +90,28 @@ def test_episodes_timeout_reset_restart_and_fault(rclpy_context, graph):
         starts = [e for e in events if e.event == EpisodeEvent.START]
         assert len({s.episode_id for s in starts}) == len(starts)  # a fresh id per episode
 
-        # the robot dies: the operator stops the episode, the reset cannot happen -> FAULT, no hang
+        # the operator stops an episode: it ends at once, the robot is reset, the next one starts
+        n = len(events)
+        stop_pub.publish(String(data="block fell off the table"))
+        assert spin_until(ex, lambda: EpisodeEvent.START in kinds()[n + 1:], 30), kinds()[n:]
+        stop = [e for e in events[n:] if e.event == EpisodeEvent.OPERATOR_STOP]
+        assert stop and "block fell off" in stop[0].termination_reason
+
+        # the robot dies mid-episode: its camera goes silent -> the episode ends with a FAULT
+        # (input lost, within input_timeout_s), the reset cannot happen -> a reset FAULT, no hang
+        n = len(events)
+        assert spin_until(ex, lambda: EpisodeEvent.START in kinds()[n:], 30)  # an episode is running (5 ticks, 250 ms)
         graph["sim"].kill()
         graph["sim"].wait(timeout=10)
         n = len(events)
-        stop_pub.publish(String(data="block fell off the table"))
-        assert spin_until(ex, lambda: EpisodeEvent.FAULT in kinds()[n:], 30), kinds()[n:]
-        stop = [e for e in events[n:] if e.event == EpisodeEvent.OPERATOR_STOP]
-        assert stop and "block fell off" in stop[0].termination_reason
-        fault = [e for e in events[n:] if e.event == EpisodeEvent.FAULT][0]
-        assert "reset failed" in fault.termination_reason
+        t0 = time.monotonic()
+        faults = lambda: [e for e in events[n:] if e.event == EpisodeEvent.FAULT]  # noqa: E731
+        assert spin_until(ex, lambda: len(faults()) >= 1, 30), kinds()[n:]
+        if kinds()[n:][:1] != [EpisodeEvent.TIMEOUT]:   # the episode had not ended before the kill took effect
+            assert faults()[0].termination_reason.startswith("input lost: no camera/image"), faults()[0]
+            assert time.monotonic() - t0 < 2.0 + 3.0
+            assert spin_until(ex, lambda: len(faults()) >= 2, 30), kinds()[n:]
+        assert "reset failed" in faults()[-1].termination_reason
 
         def level():
             for arr in reversed(diags):
