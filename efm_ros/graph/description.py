@@ -142,7 +142,8 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
                       **({"trigger": "frame"} if sim else {}),  # sim camera runs at the control rate
                       **({"watch_dir": str(watch_dir)} if watch_dir else {})}),
             NodeSpec("steps_to_go", ns, "steps_to_go_node", "efm_ros.nodes.steps_to_go:StepsToGoNode",
-                     {"model_dir": str(reward_model), "robot": robot}),
+                     {"model_dir": str(reward_model), "robot": robot,
+                      "wait_for_logger": "logger"}),  # the logger below: no first episode is lost
             NodeSpec("logger", ns, "logger_node", "efm_ros.nodes.logger:LoggerNode",
                      {"episodes_dir": str(episodes_dir), "robot": robot}),
         ]

@@ -58,6 +58,10 @@ class StepsToGoNode(Node):
         self.input_timeout = declare(self, "input_timeout_s", 2.0, "end the running episode with a FAULT when no camera "
                                      "frame arrives for this long (the camera or the robot died); 0 = never",
                                      lo=0.0, hi=600.0)
+        self.wait_for_logger = declare(self, "wait_for_logger", "", "name of the node that records this robot's "
+                                       "episodes (the graph sets 'logger'): no episode STARTs until it subscribes "
+                                       "to episode_event and camera/image in this namespace, so none is lost at "
+                                       "start-up; '' = start at once", read_only=True)
         threads = declare(self, "inference_threads", 1, "ONNX Runtime intra-op threads", lo=0, hi=64, read_only=True)
 
         self.model = load_model(model_dir, intra_op_threads=threads)  # verifies manifest.json; raises if corrupt
@@ -76,6 +80,7 @@ class StepsToGoNode(Node):
         self._next_reset_at = float("inf")  # no retry planned
         self._last_fault = ""
         self._last_frame_t = time.monotonic()     # arrival of the newest usable frame (input watchdog)
+        self._recorder_seen = False
 
         self.stg_pub = self.create_publisher(StepsToGo, "steps_to_go", 10)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_event", EVENTS_QOS)
@@ -117,6 +122,11 @@ class StepsToGoNode(Node):
         if self.tracker.phase is Phase.WAITING:
             if not self._instruction:
                 return
+            if not self._recorder_ready():
+                self.stats.counts["start_waiting_for_logger"] += 1
+                self.get_logger().info(f"waiting for {self.wait_for_logger!r} to record before the first START",
+                                       throttle_duration_sec=5.0)
+                return
             # The frame that opens an episode is not part of it: START goes out first, so the
             # policy (which acts only inside episodes) and the logger (which opens the bag on
             # START) see the episode's frame 0 — the next frame — as its first.
@@ -143,6 +153,20 @@ class StepsToGoNode(Node):
         self.stats.tick(time.perf_counter() - t0)
         if result.event is not None:
             self._finish(result.event)
+
+    def _recorder_ready(self) -> bool:
+        """True once the recording node subscribes to this robot's episode_event and camera/image
+        (checked until it is seen once; a logger that dies later is respawned and recovers its bag)."""
+        if not self.wait_for_logger or self._recorder_seen:
+            return True
+        ns = self.get_namespace()
+        for topic in (self.event_pub.topic_name, self.resolve_topic_name("camera/image")):
+            if not any(i.node_name == self.wait_for_logger and i.node_namespace == ns
+                       for i in self.get_subscriptions_info_by_topic(topic)):
+                return False
+        self._recorder_seen = True
+        self.get_logger().info(f"{self.wait_for_logger!r} records {ns}: episodes may start")
+        return True
 
     def _watch_inputs(self) -> None:
         """Liveness: a running episode whose camera went silent ends with a FAULT (then the reset
