@@ -32,6 +32,7 @@ $(VENV)/.efm-installed: $(VENV)/.deps-installed setup.py CMakeLists.txt package.
 	@echo ">> installing efm_ros (editable) and building the interfaces in msg/"
 	@$(PIP) install --no-deps --no-build-isolation --config-settings editable_mode=compat -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@$(MAKE) --no-print-directory interfaces
+	@test -f keys/efm_ros_signing.pem || $(VENV)/bin/efm-ros keygen --out keys | sed 's/^/>> /'
 	@touch $@
 	@echo ">> ROS 2 tools (ros2 run/launch/pkg) find this install with:"
 	@echo "   export AMENT_PREFIX_PATH=$(abspath $(VENV))\$${AMENT_PREFIX_PATH:+:\$$AMENT_PREFIX_PATH}"

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("efm_ros.bench", "run a benchmark and print its numbers (sim, collect, model, ...)"),
     "train-sft": ("efm_ros.learn.sft", "Stage 1: train BC + steps-to-go on demonstration bags"),
     "export": ("efm_ros.model.export", "export a trained run to ONNX + manifest.json"),
+    "keygen": ("efm_ros.model.signing", "create the key pair that signs model versions (trainer) and verifies them (robots)"),
     "improve": ("efm_ros.learn.improve", "Stage 2: self-improvement (REINFORCE) on the fleet's episode bags"),
     "experiment": ("efm_ros.learn.experiment", "the paper's experiments on the embedded robot (figure3, novel, rm-ablation) and the Stage-2 ladder"),
     "eval": ("efm_ros.learn.evaluate", "evaluate an exported model on the embedded robot"),

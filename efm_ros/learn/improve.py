@@ -97,6 +97,9 @@ class ImproveConfig:
     audit_model: str = ""
     """an independent steps-to-go model that judges the best version (never gives reward); "" = none,
     the guard then uses the detector success rate (see the module docstring)"""
+    signing_key: str = ""
+    """Ed25519 private key (PEM, ``efm-ros keygen``) that signs every version before it appears;
+    robots whose policy node has ``trusted_keys`` run only signed versions. "" = unsigned"""
     seed: int = 0
     """seed of minibatch sampling"""
     feature_threads: int = 0
@@ -358,7 +361,8 @@ class Improver:
                          metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
                          model_version=new_version, training={"stage": 2, "iteration": self.iteration,
                                                               "parent_version": self.version,
-                                                              "reward_model_version": self.reward.version})
+                                                              "reward_model_version": self.reward.version},
+                         signing_key=self.config.signing_key or None)
             self.version_dirs[new_version] = f"versions/v{self.iteration:04d}"
             self.history.append({**row, "version": self.version, "directory": self.version_dirs[self.version]})
             self._write_metrics()

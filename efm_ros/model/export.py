@@ -221,11 +221,14 @@ class OnnxFeatureExtractor:
 def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None = None,
                  instructions: InstructionTable, success_threshold: float, success_k: int,
                  control_rate_hz: float, data_hash: str, metrics: dict, model_version: str | None = None,
-                 action_scale=None, training: dict | None = None, overwrite: bool = False) -> dict:
+                 action_scale=None, training: dict | None = None, overwrite: bool = False,
+                 signing_key: str | Path | None = None) -> dict:
     """Write a complete, verified model directory (graphs, instruction table, manifest.json).
 
     Checks ORT-vs-torch parity (batch 1 and 4) and refuses an export that drifts more than
-    PARITY_TOLERANCE. Returns the manifest.
+    PARITY_TOLERANCE. With ``signing_key`` (an Ed25519 PEM private key, ``efm-ros keygen``) the
+    manifest is signed (signature.json, :mod:`efm_ros.model.signing`) before the directory
+    becomes visible. Returns the manifest.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -262,6 +265,10 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
                     "parity_max_abs_diff": parity, "reward_config": reward_model.config.to_dict(),
                     "trainable_parameters": policy.num_parameters()})
         verify_manifest(tmp)
+        if signing_key:
+            from efm_ros.model.signing import sign_model
+
+            sign_model(tmp, signing_key)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -312,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--instructions", type=Path, action="append", default=[],
                     help="text file, one instruction per line, to add to the table (repeatable)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ap.add_argument("--signing-key", type=Path, help="Ed25519 private key (efm-ros keygen) that signs the manifest")
     ap.epilog = __doc__[__doc__.index("Run directory"):__doc__.index("Usage:")]
     args = ap.parse_args(argv)
 
@@ -328,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         success_threshold=float(meta["success_threshold"]), success_k=int(meta["success_k"]),
         control_rate_hz=float(meta["control_rate_hz"]), data_hash=str(meta["data_hash"]),
         metrics=dict(meta["metrics"]), model_version=args.version, action_scale=meta.get("action_scale"),
-        training={k: v for k, v in meta.items() if k not in mapped}, overwrite=args.force)
+        training={k: v for k, v in meta.items() if k not in mapped}, overwrite=args.force,
+        signing_key=args.signing_key)
     parity = manifest["export"]["parity_max_abs_diff"]
     print(f"exported {manifest['model_version']} -> {args.out}: {len(manifest['files'])} files, "
           f"{manifest['instructions']['count']} instructions, max |ORT - torch| {max(parity.values()):.1e}")

@@ -19,11 +19,13 @@ Services
   policy/reload          std_srvs/Trigger: rescan watch_dir now (the outcome shows in the log and
                          on /diagnostics; the reply names the current version)
   policy/change_state, policy/get_state, ...   lifecycle_msgs services of the managed node
-  policy/set_parameters  model_dir:=<dir> hot-swaps to that model (refused if it has no manifest.json)
+  policy/set_parameters  model_dir:=<dir> hot-swaps to that model (refused if it has no manifest.json,
+                         lies outside model_root, or is not signed by one of trusted_keys)
 
 Lifecycle (return values: SUCCESS completes the transition, FAILURE returns to the previous state)
   configure   load + verify the model (newest complete version in watch_dir, else model_dir);
-              a missing/corrupt model -> FAILURE, logged, the node stays alive (unconfigured)
+              a missing/corrupt/unsigned model -> FAILURE, logged; at start-up (autostart) the node
+              then exits with status 2, unless wait_for_model:=true keeps it alive (unconfigured)
   activate    start acting at control_rate_hz;  deactivate: SAFE STOP, one zero twist, no more commands
   cleanup     stop the watcher, unload the model
 With ``autostart`` (default true) the node configures and activates itself after construction,
@@ -66,6 +68,7 @@ from efm_ros.control.hotswap import HotSwapper
 from efm_ros.diagnostics import RollingStats
 from efm_ros.model.manifest import MANIFEST_NAME
 from efm_ros.model.runtime import load_model
+from efm_ros.model.signing import SignatureError, check_trusted, load_public_key
 from efm_ros.msg import EpisodeEvent, PolicyAction, StepsToGo
 from efm_ros.nodes.common import StartupError, declare, diagnostic_array, spin_node
 from efm_ros.nodes.images import valid_stamp
@@ -107,6 +110,11 @@ class PolicyNode(LifecycleNode):
         self.supervisor_timeout = declare(self, "supervisor_timeout_s", 1.0, "inside an episode, hold still when the "
                                           "steps-to-go supervisor has published nothing for this long (it ends "
                                           "episodes; without it nothing would); 0 = no check", lo=0.0, hi=600.0, **ro)
+        self.trusted_keys = declare(self, "trusted_keys", "", "Ed25519 public keys (PEM files, comma separated) whose "
+                                    "signature a model version must carry (efm-ros keygen); '' = unsigned versions "
+                                    "are accepted", **ro)
+        self.model_root = declare(self, "model_root", "", "every model loaded (model_dir, watch_dir versions, a "
+                                  "model_dir set at run time) must lie under this directory; '' = anywhere", **ro)
         self.wait_for_model = declare(self, "wait_for_model", False, "when no model loads at start (autostart): "
                                       "false = exit with status 2 so a supervisor sees it; true = stay up "
                                       "unconfigured and wait for a lifecycle configure", **ro)
@@ -133,6 +141,7 @@ class PolicyNode(LifecycleNode):
         self._step = 0
         self._prev: tuple[int, np.ndarray] | None = None        # (seq, frame) acted on at the previous tick
         self._last_acted_stamp = None
+        self._keys: list = []                    # trusted public keys (loaded at configure)
         self._supervisor_t = 0.0                 # monotonic time of the newest steps_to_go message (or START)
         self._last_fault = ""
         self._timer = None
@@ -163,9 +172,19 @@ class PolicyNode(LifecycleNode):
                 raise StartupError(f"{fault} (set wait_for_model:=true to stay up and wait)")
 
     # -- lifecycle ----------------------------------------------------------------------------
+    def _trusted_load(self, path, **kwargs):
+        check_trusted(path, self._keys, self.model_root or None)   # SignatureError: refused and counted
+        return load_model(path, **kwargs)
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         providers = [p.strip() for p in self.providers.split(",") if p.strip()] or None
-        loader = functools.partial(load_model, providers=providers, intra_op_threads=self.threads)
+        try:
+            self._keys = [load_public_key(p.strip()) for p in self.trusted_keys.split(",") if p.strip()]
+        except SignatureError as exc:
+            self._last_fault = f"configure failed: {exc}"
+            self.get_logger().error(self._last_fault)
+            return TransitionCallbackReturn.FAILURE
+        loader = functools.partial(self._trusted_load, providers=providers, intra_op_threads=self.threads)
         swapper = HotSwapper(loader, watch_dir=self.watch_dir or None, period_s=self.watch_period, log=self._log)
         try:
             model = swapper.load_initial(self.get_parameter("model_dir").value)
@@ -391,6 +410,12 @@ class PolicyNode(LifecycleNode):
                 if not (p.value and (Path(p.value) / MANIFEST_NAME).is_file()):
                     return SetParametersResult(successful=False,
                                                reason=f"{p.value!r} has no {MANIFEST_NAME}: not a model directory")
+                try:
+                    check_trusted(p.value, self._keys, self.model_root or None)
+                except SignatureError as exc:
+                    self.counts["model_dir_refused"] += 1
+                    self.get_logger().warning(f"refused model_dir {p.value!r}: {exc}")
+                    return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _apply_params(self, params) -> None:
@@ -413,7 +438,9 @@ class PolicyNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         state = self._state
         values = self.stats.summary()
-        values.update({"state": state, "episode": str(self._episode), "step": str(self._step)})
+        values.update({"state": state, "episode": str(self._episode), "step": str(self._step),
+                       "signature_check": f"{len(self._keys)} trusted keys" if self._keys else "off",
+                       "model_root": self.model_root or "(any)"})
         if self.swapper is not None:
             values.update({k: str(v) for k, v in self.swapper.status().items()})
         if self._last_fault:

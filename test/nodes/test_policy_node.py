@@ -309,3 +309,59 @@ def test_a_policy_node_whose_model_does_not_load_exits_non_zero(python_env, tmp_
         _stop(proc, log)
     text = log.read_text()
     assert "cannot start" in text and "no_model" in text and "Traceback" not in text
+
+
+def test_a_policy_with_trusted_keys_runs_only_signed_versions_from_its_root(rclpy_context, python_env, sim_model_dir,
+                                                                           tmp_path):
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.executors import SingleThreadedExecutor
+
+    from efm_ros.model.signing import generate_key, sign_model
+
+    private, public = generate_key(tmp_path / "keys")
+    root = tmp_path / "models"
+    (root / "watch").mkdir(parents=True)
+    first = root / "v0001"
+    shutil.copytree(sim_model_dir, first)
+    sign_model(first, private)
+    log = tmp_path / "policy_signed.log"
+    proc = _start_policy(python_env, log, "/robot_12", f"model_dir:={first}", f"watch_dir:={root / 'watch'}",
+                         "watch_period_s:=0.1", f"trusted_keys:={public}", f"model_root:={root}")
+    node = rclpy.create_node("signed_tester", context=rclpy_context)
+    diags = []
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 50)
+    set_params = node.create_client(SetParameters, "/robot_12/policy/set_parameters")
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(node)
+
+    def diag():
+        for arr in reversed(diags):
+            for st in arr.status:
+                if st.name == "/robot_12/policy: policy":
+                    return {kv.key: kv.value for kv in st.values}
+        return {}
+    try:
+        assert spin_until(ex, lambda: diag().get("model_version") == "v0001", 40), (proc.poll(), diag())
+        assert diag()["signature_check"] == "1 trusted keys"
+        _new_version(sim_model_dir, root / "watch", "v0002")              # unsigned: refused
+        assert spin_until(ex, lambda: int(diag().get("versions_rejected", 0)) >= 1, 10), diag()
+        signed = _new_version(sim_model_dir, tmp_path, "v0003")           # signed, then moved into watch_dir
+        sign_model(signed, private)
+        signed.rename(root / "watch" / "v0003")
+        assert spin_until(ex, lambda: diag().get("model_version") == "v0003", 10), diag()
+        foreign = _new_version(sim_model_dir, tmp_path, "v0004")          # signed, but outside model_root
+        sign_model(foreign, private)
+        assert set_params.wait_for_service(timeout_sec=10)
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(foreign))
+        future = set_params.call_async(SetParameters.Request(parameters=[Parameter(name="model_dir", value=value)]))
+        assert spin_until(ex, future.done, 10)
+        result = future.result().results[0]
+        assert not result.successful and "outside the trusted model root" in result.reason
+        assert diag().get("model_version") == "v0003" and proc.poll() is None
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        _stop(proc, log)
