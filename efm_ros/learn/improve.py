@@ -60,7 +60,7 @@ import torch.nn as nn
 
 from efm_ros.data.episode import Episode
 from efm_ros.learn.buffer import OnPolicyBuffer, episode_returns, is_unfinished, minibatch_indices, on_policy_filter
-from efm_ros.learn.objectives import action_entropy, action_kl, action_log_prob, reinforce_loss
+from efm_ros.learn.objectives import action_entropy, action_kl, action_log_prob, consecutive_success, reinforce_loss
 
 
 @dataclass
@@ -248,7 +248,7 @@ class Improver:
         self.iteration = 0
         self.seen: set[str] = set()
         self.counts = {"episodes_used": 0, "episodes_off_policy": 0, "episodes_unfinished": 0, "episodes_empty": 0,
-                       "episodes_bad": 0}
+                       "episodes_bad": 0, "episodes_inconsistent": 0}
         self._episode_stats: list[dict] = []
         self.history: list[dict] = []
         self._reward_torch = None
@@ -279,6 +279,9 @@ class Improver:
             d, _ = self.reward.steps_to_go(frames, prev, ep.instruction)  # frozen reward model, offline
         else:
             d = self.reward_source(ep)                                     # experiment code: the ladder
+        if self.reward_source is None and not self._success_is_real(ep, np.asarray(d, np.float64)):
+            self.counts["episodes_inconsistent"] += 1
+            return "inconsistent"
         rewards, returns = episode_returns(np.asarray(d, np.float64), self.config.gamma)
         feats = self.features(frames)
         emb = self.instructions.lookup([ep.instruction])[0]
@@ -289,6 +292,22 @@ class Improver:
         audit_d = self.audit.steps_to_go(frames, prev, ep.instruction)[0] if self.audit is not None else None
         self._episode_stats.append(self._episode_metrics(ep, np.asarray(d), rewards, returns, audit_d))
         return "used"
+
+    def _success_is_real(self, ep: Episode, d: np.ndarray) -> bool:
+        """An episode that claims SUCCESS must show it in the frozen reward model's own d: the last
+        k frames at d <= s (the model manifest's s and k; a smaller s recorded by the node is used).
+        Anyone on the graph can publish a SUCCESS event, nobody can make d small without the goal."""
+        if ep.outcome != "success":
+            return True
+        s, k = self.reward.success_threshold, max(int(self.reward.success_k), 1)
+        recorded = next((e.success_threshold for e in reversed(ep.events) if e.event == "success"), 0.0)
+        if 0 < recorded < s:
+            s = recorded
+        ok = bool(consecutive_success(d, s + 1e-3 * max(1.0, abs(s)), k)[-1])  # offline vs live d: ~1e-5 apart
+        if not ok:
+            print(f"improve: {ep.episode_id} claims success but the reward model's d over its last {k} frames is "
+                  f"{np.round(d[-k:], 2).tolist()} (s = {s:g}): not trained on", file=sys.stderr)
+        return ok
 
     def _episode_metrics(self, ep: Episode, d, rewards, returns, audit_d=None) -> dict:
         m = {"episode_id": ep.episode_id, "steps": ep.num_steps, "detector_success": ep.outcome == "success",

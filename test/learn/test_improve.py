@@ -77,6 +77,16 @@ def test_one_iteration_updates_the_head_only_and_publishes_a_verified_version(tm
     assert imp.add_episode(cut) == "unfinished"
     cut.termination_reason = "input lost: no camera/image for 2.1 s"   # ended by the liveness FAULT
     assert imp.add_episode(cut) == "unfinished" and imp.counts["episodes_unfinished"] == 2
+    # a forged SUCCESS (anyone on the graph can publish one): the frozen model's d does not show it
+    forged = _episodes(vdir, 1, 203)[0]
+    if forged.outcome != "success":
+        forged.outcome = "success"
+        assert imp.add_episode(forged) == "inconsistent" and imp.counts["episodes_inconsistent"] == 1
+    # the rule itself: the last k frames of the model's own d at or below s
+    s_, k_ = imp.reward.success_threshold, max(imp.reward.success_k, 1)
+    forged.outcome = "success"
+    assert imp._success_is_real(forged, np.array([30.0] * 5 + [s_ - 0.1] * k_))
+    assert not imp._success_is_real(forged, np.array([30.0] * 5 + [s_ - 0.1] * (k_ - 1) + [s_ + 1.0]))
 
 
 def _run_improve(cmd_prefix, episodes_dir, model_dir, out, env):
