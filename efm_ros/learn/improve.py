@@ -60,6 +60,7 @@ import torch.nn as nn
 
 from efm_ros.data.episode import Episode
 from efm_ros.learn.buffer import OnPolicyBuffer, episode_returns, is_unfinished, minibatch_indices, on_policy_filter
+from efm_ros.learn.calibrate import previous_frames
 from efm_ros.learn.objectives import action_entropy, action_kl, action_log_prob, consecutive_success, reinforce_loss
 
 
@@ -274,7 +275,7 @@ class Improver:
             self.counts["episodes_off_policy"] += 1
             return f"skipped: {why}"
         frames = ep.frames
-        prev = np.concatenate([frames[:1], frames[:-1]])          # frame 0's previous frame is itself
+        prev = previous_frames(frames)                            # frame 0's previous frame is itself
         if self.reward_source is None:
             d, _ = self.reward.steps_to_go(frames, prev, ep.instruction)  # frozen reward model, offline
         else:
@@ -286,7 +287,7 @@ class Improver:
         feats = self.features(frames)
         emb = self.instructions.lookup([ep.instruction])[0]
         T = ep.num_steps
-        self.buffer.add_episode(feats[:T], np.concatenate([feats[:1], feats[:T - 1]]),
+        self.buffer.add_episode(feats[:T], previous_frames(feats[:T]),
                                 np.repeat(emb[None], T, 0), ep.tokens.astype(np.int64), returns)
         self.counts["episodes_used"] += 1
         audit_d = self.audit.steps_to_go(frames, prev, ep.instruction)[0] if self.audit is not None else None
