@@ -78,6 +78,10 @@ class ImproveConfig:
     """N, gradient steps per iteration; the buffer must hold ≥ N·B transitions (paper)"""
     lr: float = 1e-4
     """AdamW learning rate (not reported by the paper; 1e-4 is what the Stage-2 pilot used, docs/results.md)"""
+    adam_eps: float = 1e-8
+    """AdamW's ε (torch's default; not reported by the paper, whose pointmass port uses 1e-7). A
+    larger ε makes parameters whose gradient is far below ε move SGD-like (by lr·g/ε) instead of
+    by a full lr step whatever their size (docs/results.md, the shuffled-returns control)"""
     weight_decay: float = 0.01
     """AdamW decoupled weight decay (interacts with c, see PAPER.md §2.2)"""
     max_grad_norm: float = 0.0
@@ -170,7 +174,7 @@ class ReinforceLearner:
 
             self.module = DistributedDataParallel(self.head)
         params = [p for p in self.head.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
         self.rng = np.random.default_rng(config.seed)
 
     def update(self, data: dict[str, np.ndarray]) -> dict:
