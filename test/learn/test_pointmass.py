@@ -3,7 +3,8 @@
 The paper's learner (REINFORCE on Monte-Carlo returns of the frozen steps-to-go model's progress
 reward, γ 0.9, c 0.05, B 64, N 16, AdamW) must turn a detouring behaviour-cloned policy into a
 direct one: more successes and far shorter episodes (notebook: SFT ≈ 92 % → SI ≈ 100 %, 69 → 13
-steps). At CI scale (4,000 demos, 10,000 Stage-1 steps) it measured 71 % → 100 %, 86 → 20 steps.
+steps). At CI scale (4,000 demos, 10,000 Stage-1 steps) it measured 61 % → 100 %, 90 → 25 steps
+(71 % → 100 %, 86 → 20 on an earlier machine).
 """
 from __future__ import annotations
 
