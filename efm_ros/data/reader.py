@@ -255,8 +255,9 @@ def _image_problem(msg) -> str | None:
 
 
 def _image(msg, where: str) -> np.ndarray:
-    if _image_problem(msg) is not None:
-        raise EpisodeBagError(f"{where}: unusable camera frame ({_image_problem(msg)})")
+    problem = _image_problem(msg)
+    if problem is not None:
+        raise EpisodeBagError(f"{where}: unusable camera frame ({problem})")
     enc = msg.encoding.lower()
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     buf = np.asarray(msg.data, dtype=np.uint8)
