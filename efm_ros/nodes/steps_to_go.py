@@ -10,6 +10,12 @@ Subscribes
   camera/image    sensor_msgs/Image from the camera node (model-ready frames)
   instruction     std_msgs/String (latched) — the goal g of the next episode
   operator_stop   std_msgs/String — ends the running episode (the data is the reason)
+  policy_action   efm_ros/PolicyAction — liveness only: a running episode whose policy stops
+                  acting for policy_timeout_s ends with a FAULT "input lost: ..."
+Watches
+  camera/image (input_timeout_s), policy_action (policy_timeout_s) and the logger's
+  subscriptions (wait_for_logger): a silent input ends the running episode with a FAULT, WARN
+  on /diagnostics until an episode ends normally; without its logger no episode starts.
 Calls
   reset           std_srvs/Trigger of the robot, with a timeout and retries; repeated failures
                   raise a FAULT event and an ERROR on /diagnostics, and are retried slowly — the
@@ -32,10 +38,10 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from efm_ros.control.episode import EpisodeConfig, EpisodeEventRecord, EpisodeTracker, Event, Phase
+from efm_ros.control.episode import INPUT_LOST, EpisodeConfig, EpisodeEventRecord, EpisodeTracker, Event, Phase
 from efm_ros.diagnostics import RollingStats
 from efm_ros.model.runtime import load_model
-from efm_ros.msg import EpisodeEvent, StepsToGo
+from efm_ros.msg import EpisodeEvent, PolicyAction, StepsToGo
 from efm_ros.nodes.common import declare, diagnostic_array, spin_node
 from efm_ros.nodes.images import ImageFormatError, image_to_rgb, valid_stamp
 from efm_ros.model.bins import T_MAX
@@ -58,6 +64,9 @@ class StepsToGoNode(Node):
         self.input_timeout = declare(self, "input_timeout_s", 2.0, "end the running episode with a FAULT when no camera "
                                      "frame arrives for this long (the camera or the robot died); 0 = never",
                                      lo=0.0, hi=600.0)
+        self.policy_timeout = declare(self, "policy_timeout_s", 3.0, "end the running episode with a FAULT when "
+                                      "no policy_action arrives for this long after its START (the policy died or "
+                                      "stopped acting); 0 = never (no policy drives this robot)", lo=0.0, hi=600.0)
         self.wait_for_logger = declare(self, "wait_for_logger", "", "name of the node that records this robot's "
                                        "episodes (the graph sets 'logger'): no episode STARTs until it subscribes "
                                        "to episode_event and camera/image in this namespace, so none is lost at "
@@ -81,6 +90,10 @@ class StepsToGoNode(Node):
         self._last_fault = ""
         self._last_frame_t = time.monotonic()     # arrival of the newest usable frame (input watchdog)
         self._recorder_seen = False
+        self._episode_t = 0.0                     # START of the running episode (policy watchdog)
+        self._last_action_t = 0.0                 # arrival of the newest policy_action
+        self._next_recorder_check = 0.0
+        self._lost = ""                           # what the last episode lost ("" once one ends normally)
 
         self.stg_pub = self.create_publisher(StepsToGo, "steps_to_go", 10)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_event", EVENTS_QOS)
@@ -88,6 +101,7 @@ class StepsToGoNode(Node):
         self.create_subscription(Image, "camera/image", self._on_image, qos_profile_sensor_data)
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
         self.create_subscription(String, "operator_stop", self._on_operator_stop, 10)
+        self.create_subscription(PolicyAction, "policy_action", self._on_policy_action, 10)
         self.reset_client = self.create_client(Trigger, "reset")
         self.create_timer(0.05, self._poll_reset)
         self.create_timer(0.1, self._watch_inputs)
@@ -98,6 +112,9 @@ class StepsToGoNode(Node):
     # -- inputs -------------------------------------------------------------------------------
     def _on_instruction(self, msg: String) -> None:
         self._instruction = msg.data
+
+    def _on_policy_action(self, msg: PolicyAction) -> None:
+        self._last_action_t = time.monotonic()   # content unused: the policy is alive and acting
 
     def _on_operator_stop(self, msg: String) -> None:
         record = self.tracker.operator_stop(f"operator stop: {msg.data}" if msg.data else "operator stop")
@@ -133,6 +150,7 @@ class StepsToGoNode(Node):
             self._prev_frame = None
             self._accept_after = Time.from_msg(msg.header.stamp)
             self._emit(self.tracker.start(self._new_episode_id(), self._instruction))
+            self._episode_t = time.monotonic()
             return
         if self.tracker.phase is not Phase.RUNNING:
             return
@@ -155,29 +173,53 @@ class StepsToGoNode(Node):
             self._finish(result.event)
 
     def _recorder_ready(self) -> bool:
-        """True once the recording node subscribes to this robot's episode_event and camera/image
-        (checked until it is seen once; a logger that dies later is respawned and recovers its bag)."""
+        """True once the recording node subscribes to this robot's episode_event and camera/image.
+        Checked until it is seen; after that :meth:`_watch_inputs` notices when it goes away."""
         if not self.wait_for_logger or self._recorder_seen:
             return True
-        ns = self.get_namespace()
-        for topic in (self.event_pub.topic_name, self.resolve_topic_name("camera/image")):
-            if not any(i.node_name == self.wait_for_logger and i.node_namespace == ns
-                       for i in self.get_subscriptions_info_by_topic(topic)):
-                return False
+        if not self._recorder_subscribed():
+            return False
         self._recorder_seen = True
-        self.get_logger().info(f"{self.wait_for_logger!r} records {ns}: episodes may start")
+        self.get_logger().info(f"{self.wait_for_logger!r} records {self.get_namespace()}: episodes may start")
         return True
 
+    def _recorder_subscribed(self) -> bool:
+        ns = self.get_namespace()
+        return all(any(i.node_name == self.wait_for_logger and i.node_namespace == ns
+                       for i in self.get_subscriptions_info_by_topic(topic))
+                   for topic in (self.event_pub.topic_name, self.resolve_topic_name("camera/image")))
+
     def _watch_inputs(self) -> None:
-        """Liveness: a running episode whose camera went silent ends with a FAULT (then the reset
-        is tried as after any episode; a dead robot becomes the reset FAULT), never a stall."""
-        silent = time.monotonic() - self._last_frame_t
-        if self.input_timeout <= 0 or self.tracker.phase is not Phase.RUNNING or silent <= self.input_timeout:
+        """Liveness of everything a running episode depends on: the camera (frames), the policy
+        (policy_action) and the logger (subscribed to this robot's topics). Silence ends the
+        episode with a FAULT "input lost: ..." (then the reset is tried as after any episode; a
+        dead robot becomes the reset FAULT), never a stall or an unrecorded, unsupervised episode.
+        Without the logger no new episode starts until it is back."""
+        now = time.monotonic()
+        lost = ""
+        if self.wait_for_logger and self._recorder_seen and now >= self._next_recorder_check:
+            self._next_recorder_check = now + 0.5
+            if not self._recorder_subscribed():
+                self._recorder_seen = False
+                self.stats.counts["logger_lost"] += 1
+                self._lost = f"{self.wait_for_logger!r} stopped recording {self.get_namespace()}"
+                self.get_logger().error(f"{self._lost}: no episode starts until it is back")
+                lost = self._lost
+        if self.tracker.phase is not Phase.RUNNING:
             return
-        record = self.tracker.input_lost(f"no camera/image for {silent:.1f} s (input_timeout_s {self.input_timeout:g})")
-        if record is not None:
+        silent = now - self._last_frame_t
+        quiet = now - max(self._last_action_t, self._episode_t)
+        if not lost and 0 < self.input_timeout < silent:
+            lost = f"no camera/image for {silent:.1f} s (input_timeout_s {self.input_timeout:g})"
             self.stats.counts["input_lost"] += 1
-            self._last_fault = record.reason
+        elif not lost and 0 < self.policy_timeout < quiet:
+            lost = f"no policy_action for {quiet:.1f} s (policy_timeout_s {self.policy_timeout:g})"
+            self.stats.counts["policy_lost"] += 1
+        if not lost:
+            return
+        record = self.tracker.input_lost(lost)
+        if record is not None:
+            self._last_fault = self._lost = record.reason
             self.get_logger().error(f"FAULT: {record.reason}")
             self._finish(record)
 
@@ -187,6 +229,8 @@ class StepsToGoNode(Node):
 
     def _finish(self, record: EpisodeEventRecord) -> None:
         self.outcomes[record.event.name] += 1
+        if not record.reason.startswith(INPUT_LOST):
+            self._lost = ""
         self._emit(record)
         self._instruction = ""  # the next episode waits for the instruction published after the reset
         self._request_reset()
@@ -250,8 +294,11 @@ class StepsToGoNode(Node):
         values.update({"phase": self.tracker.phase.value, "episode": self.tracker.episode_id,
                        "model_version": self.model.version, "s": f"{self.config.success_threshold:g}",
                        "k": str(self.config.success_k)})
+        values["last_input_lost"] = self._lost
         if self.tracker.phase is Phase.FAULT:
             level, message = DiagnosticStatus.ERROR, f"FAULT: {self._last_fault}"
+        elif self._lost:   # until an episode ends normally again
+            level, message = DiagnosticStatus.WARN, f"{self.tracker.phase.value}: {self._lost}"
         elif time.monotonic() - self._last_frame_t > max(self.input_timeout, 1.0) and self.input_timeout > 0:
             level, message = DiagnosticStatus.WARN, f"{self.tracker.phase.value}: no camera/image for " \
                                                     f"{time.monotonic() - self._last_frame_t:.0f} s"

@@ -124,3 +124,78 @@ def test_episodes_timeout_reset_restart_and_fault(rclpy_context, graph):
     finally:
         ex.shutdown()
         node.destroy_node()
+
+
+def test_a_silent_policy_or_a_vanished_logger_ends_the_episode_with_a_fault(rclpy_context, python_env, sim_model_dir):
+    """The reward node watches what a running episode depends on besides the camera: a policy that
+    stops acting (policy_timeout_s) and the robot's logger (wait_for_logger). Either becomes a FAULT
+    "input lost: ..." and WARN on /diagnostics; without the logger no new episode starts."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from efm_ros.msg import EpisodeEvent, PolicyAction
+
+    ns = ["--ros-args", "-r", "__ns:=/robot_5"]
+    sim = _start(["sim-robot", *ns, "-p", "control_rate_hz:=20.0", "-p", "seed:=3"], python_env)
+    stg = _start(["steps-to-go", *ns, "-p", f"model_dir:={sim_model_dir}", "-p", "max_episode_steps:=100000",
+                  "-p", "success_threshold:=0.0001", "-p", "policy_timeout_s:=1.0", "-p", "wait_for_logger:=rec",
+                  "-r", "camera/image:=camera/image_raw"], python_env)
+    rec = rclpy.create_node("rec", namespace="/robot_5", context=rclpy_context)     # stands in for the logger
+    events, diags = [], []
+    qos = QoSProfile(depth=20, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(rec)
+    subs = []
+
+    def record():
+        subs.append(rec.create_subscription(EpisodeEvent, "episode_event", events.append, qos))
+        # the node's camera/image is remapped to camera/image_raw here: a recorder records what it reads
+        subs.append(rec.create_subscription(Image, "camera/image_raw", lambda m: None, qos_profile_sensor_data))
+
+    rec.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    act = rec.create_publisher(PolicyAction, "policy_action", 10)
+    kinds = lambda: [e.event for e in events]  # noqa: E731
+
+    def warning():
+        for arr in reversed(diags):
+            for st in arr.status:
+                if "steps-to-go" in st.name:
+                    return st.message if st.level == DiagnosticStatus.WARN else None
+        return None
+    try:
+        record()
+        assert spin_until(ex, lambda: EpisodeEvent.START in kinds(), 60), (kinds(), stg.poll())
+        # a policy that acts keeps the episode going; one that stops for 1 s ends it
+        t_end = time.monotonic() + 2.5
+        while time.monotonic() < t_end:
+            act.publish(PolicyAction(episode_id="x"))
+            spin_until(ex, lambda: False, 0.1)
+        assert EpisodeEvent.FAULT not in kinds(), [e.termination_reason for e in events]
+        assert spin_until(ex, lambda: EpisodeEvent.FAULT in kinds(), 10), kinds()
+        fault = [e for e in events if e.event == EpisodeEvent.FAULT][0]
+        assert fault.termination_reason.startswith("input lost: no policy_action"), fault.termination_reason
+        assert spin_until(ex, lambda: (warning() or "").find("no policy_action") >= 0, 10), warning()
+        # the logger goes away mid-episode: FAULT, and no START until it records again
+        assert spin_until(ex, lambda: kinds().count(EpisodeEvent.START) >= 2, 30), kinds()
+        for s in subs:
+            rec.destroy_subscription(s)
+        subs.clear()
+        events_seen = []
+        rec.create_subscription(EpisodeEvent, "episode_event", events_seen.append, qos)  # not both topics: not a recorder
+        assert spin_until(ex, lambda: any(e.event == EpisodeEvent.FAULT and "stopped recording" in e.termination_reason
+                                          for e in events_seen), 15), [e.termination_reason for e in events_seen]
+        n = sum(e.event == EpisodeEvent.START for e in events_seen)
+        spin_until(ex, lambda: False, 3.0)
+        assert sum(e.event == EpisodeEvent.START for e in events_seen) == n, "an episode started with no logger"
+        assert "stopped recording" in (warning() or "")
+        record()
+        assert spin_until(ex, lambda: sum(e.event == EpisodeEvent.START for e in events_seen) > n, 30)
+        assert stg.poll() is None and sim.poll() is None
+    finally:
+        ex.shutdown()
+        rec.destroy_node()
+        print(_stop(stg)[-3000:])
+        _stop(sim)
