@@ -94,9 +94,11 @@ class Event:
 
     @classmethod
     def from_msg(cls, msg: Any) -> Event:
-        """From a decoded EpisodeEvent (rclpy or rosbags); out-of-range codes raise ValueError."""
-        if msg.event >= len(itf.EVENTS) or msg.outcome >= len(itf.OUTCOMES):
-            raise ValueError(f"episode event {msg.event} / outcome {msg.outcome} out of range")
+        """From a decoded EpisodeEvent (rclpy or rosbags); an invalid one (:func:`itf.event_problem`:
+        out-of-range codes, a bad stamp, over-long strings) raises ValueError."""
+        problem = itf.event_problem(msg)
+        if problem:
+            raise ValueError(f"invalid episode event: {problem}")
         return cls(
             event=itf.EVENTS[msg.event], episode_id=msg.episode_id, robot=msg.robot, instruction=msg.instruction,
             termination_reason=msg.termination_reason, outcome=itf.OUTCOMES[msg.outcome], steps=int(msg.steps),

@@ -13,6 +13,8 @@ bags written here carry the same ``type_description_hash`` as a ``ros2 bag recor
 """
 from __future__ import annotations
 
+import math
+
 import functools
 import os
 import sys
@@ -56,6 +58,36 @@ TOPIC_TYPES: dict[str, str] = {
 # EpisodeEvent.event and EpisodeEvent.outcome constants (msg/EpisodeEvent.msg), by name.
 EVENTS = ("start", "success", "timeout", "operator_stop", "reset_done", "fault")
 OUTCOMES = ("unknown", "success", "failure")
+
+#: longest episode id / robot / version string an episode event may carry, and longest free text
+#: (instruction, termination reason): anyone on the graph can publish a 100 kB string
+MAX_ID_CHARS = 256
+MAX_TEXT_CHARS = 4096
+
+
+def valid_stamp(stamp) -> bool:
+    """A header stamp rclpy can use: sec >= 0 (``Time.from_msg`` raises on negative seconds) and
+    nanosec < 1e9. Anyone on the graph can publish any int32, so every node and the reader check."""
+    return stamp.sec >= 0 and 0 <= stamp.nanosec < 1_000_000_000
+
+
+def event_problem(msg) -> str | None:
+    """Why an EpisodeEvent (rclpy or rosbags message) must not be obeyed or trusted, or None:
+    event / outcome out of range, an unusable stamp, over-long strings, a non-finite threshold.
+    The one check of the nodes (policy), the logger's recorder and the bag reader."""
+    if msg.event >= len(EVENTS) or msg.outcome >= len(OUTCOMES):
+        return f"event {msg.event} / outcome {msg.outcome} out of range"
+    if not valid_stamp(msg.header.stamp):
+        return f"stamp {msg.header.stamp.sec}.{msg.header.stamp.nanosec} is not a valid time"
+    for name in ("episode_id", "robot", "policy_version", "reward_model_version"):
+        if len(getattr(msg, name, "")) > MAX_ID_CHARS:
+            return f"{name} longer than {MAX_ID_CHARS} characters"
+    for name in ("instruction", "termination_reason"):
+        if len(getattr(msg, name, "")) > MAX_TEXT_CHARS:
+            return f"{name} longer than {MAX_TEXT_CHARS} characters"
+    if not math.isfinite(float(getattr(msg, "success_threshold", 0.0))):
+        return "success_threshold is not finite"
+    return None
 
 
 def robot_topic(robot: str, relative: str) -> str:

@@ -27,8 +27,9 @@ frame after the last action (the final observation). Consequences, all counted i
   frames with an unsupported encoding, a size that does not fit their data, an invalid stamp, a
   size unlike the episode's other frames, or an earlier frame's stamp (the first recorded is
   kept) are skipped as ``frames_bad_encoding`` / ``frames_bad_size`` / ``frames_bad_stamp`` /
-  ``frames_other_size`` / ``frames_duplicate_stamp``; episode events out of range or with a
-  negative stamp as ``events_invalid``.
+  ``frames_other_size`` / ``frames_duplicate_stamp``; episode events that
+  :func:`efm_ros.data.interfaces.event_problem` refuses (out of range, bad stamp, over-long
+  strings) as ``events_invalid``.
 
 When alignment changed the number of actions, ``custom_data['steps']`` is set to the kept count and
 the recorded value is kept as ``custom_data['steps_recorded']``.
@@ -249,7 +250,7 @@ def _image_problem(msg) -> str | None:
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0 or step < w * 3 or len(msg.data) < h * step:
         return "frames_bad_size"
-    if msg.header.stamp.sec < 0 or msg.header.stamp.nanosec >= 10**9:
+    if not itf.valid_stamp(msg.header.stamp):
         return "frames_bad_stamp"
     return None
 
@@ -342,7 +343,7 @@ def _assemble(bag_dir, custom, topics, raw, counts, unmatched_actions) -> Episod
         track = StepsToGoTrack(
             present=np.zeros(n, bool), expected_steps=np.full(n, np.nan, np.float32),
             distributions=np.full((n, k), np.nan, np.float32), rewards=np.full(n, np.nan, np.float32),
-            success=np.zeros(n, bool), model_versions=[""] * n,
+            success=np.zeros(n, bool), model_versions=[""] * n, episode_ids=[""] * n,
         )
         unmatched = 0
         for m in msgs:
@@ -356,13 +357,14 @@ def _assemble(bag_dir, custom, topics, raw, counts, unmatched_actions) -> Episod
             track.rewards[r] = m.reward
             track.success[r] = bool(m.success)
             track.model_versions[r] = m.model_version
+            track.episode_ids[r] = m.episode_id
         if unmatched:
             dropped["steps_to_go_unmatched"] = unmatched
 
     # events and instruction
     events = []
     for _, m in sorted(raw.pop(topics.get(itf.EPISODE_EVENT_TOPIC), []), key=lambda x: _stamp_ns(x[1])):
-        if m.event >= len(itf.EVENTS) or m.outcome >= len(itf.OUTCOMES) or m.header.stamp.sec < 0:
+        if itf.event_problem(m):
             dropped["events_invalid"] = dropped.get("events_invalid", 0) + 1  # never trusted, never fatal
             continue
         events.append(EventRecord(

@@ -76,8 +76,7 @@ def recover_bag(bag_dir: str | os.PathLike, episodes_dir: str | os.PathLike | No
         (s.name, "MSG" if s.encoding == "ros2msg" else "IDL", s.data.decode(), "") for s in schemas.values()
     }))
     store = embedded_typestore(definitions)
-    image = next((c.topic for c in channels.values() if c.topic.endswith("/" + itf.IMAGE_TOPIC)), "")
-    robot = image[: -len("/" + itf.IMAGE_TOPIC)].strip("/")
+    robot = _robot_of(channels)
 
     writer = EpisodeBagWriter(episodes_dir, episode_id, robot=robot)
     writer.open()
@@ -98,6 +97,33 @@ def recover_bag(bag_dir: str | os.PathLike, episodes_dir: str | os.PathLike | No
         raise
     shutil.rmtree(src, ignore_errors=True)
     return path
+
+
+def _robot_of(channels: dict) -> str:
+    image = next((c.topic for c in channels.values() if c.topic.endswith("/" + itf.IMAGE_TOPIC)), "")
+    return image[: -len("/" + itf.IMAGE_TOPIC)].strip("/")
+
+
+def recover_crashed(episodes_dir: str | os.PathLike, robot: str | None = None) -> list[tuple[str, str]]:
+    """Recover every crashed bag in ``episodes_dir/.staging`` that no live writer holds (a logger
+    calls this when it starts, e.g. after a SIGKILL and respawn). ``robot``: only bags of this robot
+    (from their image topic), so that loggers sharing a directory each recover their own.
+    Returns (episode_id, what happened) per crashed bag looked at; nothing here raises for one bag."""
+    staging = Path(episodes_dir) / STAGING_DIRNAME
+    results = []
+    for src in sorted(staging.iterdir()) if staging.is_dir() else []:
+        if not src.is_dir() or src.name.endswith(".crashed") or (src / "metadata.yaml").exists():
+            continue
+        if episode_being_written(episodes_dir, src.name):
+            continue
+        try:
+            files = sorted(src.glob("*.mcap"))
+            if robot is not None and len(files) == 1 and _robot_of(_stream(files[0])[1]) not in ("", robot):
+                continue
+            results.append((src.name, f"recovered {recover_bag(src, episodes_dir)}"))
+        except (EpisodeBagError, OSError) as exc:   # incl. FileExistsError, or another logger was quicker
+            results.append((src.name, f"not recovered: {exc}"))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

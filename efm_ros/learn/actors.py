@@ -80,7 +80,8 @@ def rollout(robot, policy, reward_model, *, seed: int, episode_id: str, robot_na
     stamps = np.arange(T + 1, dtype=np.int64) * tick_ns
     track = StepsToGoTrack(present=np.ones(T + 1, bool), expected_steps=np.asarray(ds, np.float32),
                            distributions=np.asarray(dists, np.float32), rewards=np.asarray(rewards, np.float32),
-                           success=np.asarray(fired, bool), model_versions=[reward_model.version] * (T + 1))
+                           success=np.asarray(fired, bool), model_versions=[reward_model.version] * (T + 1),
+                           episode_ids=[episode_id] * (T + 1))
     outcome = _OUTCOME[int(end.outcome)]
     events = [EventRecord(0, "start", instruction=text),
               EventRecord(int(stamps[-1]), _EVENT[int(end.event)], outcome=outcome, termination_reason=end.reason,

@@ -299,9 +299,18 @@ class Improver:
         return "used"
 
     def _success_is_real(self, ep: Episode, d: np.ndarray) -> bool:
-        """An episode that claims SUCCESS must show it in the frozen reward model's own d: the last
-        k frames at d <= s (the model manifest's s and k; a smaller s recorded by the node is used).
-        Anyone on the graph can publish a SUCCESS event, nobody can make d small without the goal."""
+        """Episode facts come only from the robot's own steps_to_go node. The recorded StepsToGo
+        stream must be this episode's (the node stamps its episode id on each message; a forged
+        START opens a bag whose stream carries another id), and an episode that claims SUCCESS must
+        show it in the frozen reward model's own d: the last k frames at d <= s (the manifest's s and
+        k; a smaller s recorded by the node is used). Anyone on the graph can publish an event,
+        nobody can make d small without the goal."""
+        track = ep.steps_to_go
+        ids = {i for i, p in zip(track.episode_ids, track.present) if p and i} if track is not None else set()
+        if ids - {ep.episode_id}:
+            print(f"improve: {ep.episode_id}: its StepsToGo stream belongs to {sorted(ids)}: the episode was not "
+                  "opened by its robot's steps_to_go node; not trained on", file=sys.stderr)
+            return False
         if ep.outcome != "success":
             return True
         s, k = self.reward.success_threshold, max(int(self.reward.success_k), 1)

@@ -34,7 +34,8 @@ from sensor_msgs.msg import Image
 
 from efm_ros.diagnostics import RollingStats
 from efm_ros.nodes.common import declare, diagnostic_array, spin_node
-from efm_ros.nodes.images import numpy_to_image, valid_stamp
+from efm_ros.data.interfaces import valid_stamp
+from efm_ros.nodes.images import numpy_to_image
 from efm_ros.vision.preprocess import FrameError, bgr_to_rgb, prepare, to_model_frame
 from efm_ros.vision.preprocess import IMAGE_SIZE
 

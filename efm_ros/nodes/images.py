@@ -13,12 +13,6 @@ class ImageFormatError(ValueError):
     """A received image that cannot be used (encoding, size, truncated data)."""
 
 
-def valid_stamp(stamp) -> bool:
-    """A header stamp rclpy can use: sec >= 0 (``Time.from_msg`` raises on negative seconds) and
-    nanosec < 1e9. Anyone on the graph can publish any int32, so every node checks before use."""
-    return stamp.sec >= 0 and 0 <= stamp.nanosec < 1_000_000_000
-
-
 def numpy_to_image(rgb: np.ndarray, stamp=None, frame_id: str = "camera", encoding: str = "rgb8") -> Image:
     """An (H, W, 3) uint8 array -> Image (one memcpy; see notes/ros-from-pip.md §3.4)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != _CHANNELS.get(encoding, -1):

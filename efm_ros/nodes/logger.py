@@ -43,7 +43,8 @@ stay in the payloads.
 Guarantees
   * SIGINT/SIGTERM: the open bag is closed as a complete bag with ``terminated: "false"``,
     ``termination_reason: "logger_shutdown"``, ``outcome: "unknown"`` (the trainer skips it).
-  * SIGKILL: ``efm-ros recover-bag <episodes_dir>/.staging/<id>`` restores all but the last
+  * SIGKILL: the logger recovers its robot's crashed bags when it starts again (respawn), as
+    ``efm-ros recover-bag <episodes_dir>/.staging/<id>`` does by hand: all but the last
     ≤ ``reorder_window_s + max_unflushed_s + 0.1`` s (0.7 s with the defaults): an MCAP chunk
     is written out when it reaches ``chunk_bytes`` or its oldest message is
     ``max_unflushed_s`` old, whatever the data rate.
@@ -178,6 +179,7 @@ class LoggerNode(Node):
         self._closed = False
         self._last_diag = (time.monotonic(), self.recorder.snapshot(), 0)  # (time, stats, lost + dropped)
 
+        self.recovered_at_start = self._recover_crashed_bags()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._subscribe(self.event_topic, itf.EPISODE_EVENT_TYPE, QosChoice(reliable=True, transient_local=False))
         self._writer = threading.Thread(target=self._writer_loop, name=f"logger-writer{ns}", daemon=True)
@@ -348,6 +350,18 @@ class LoggerNode(Node):
         self.get_logger().info(f"episode {episode_id}: recording")
         return writer
 
+    def _recover_crashed_bags(self) -> int:
+        """A logger that was killed (and respawned) left its open bag in .staging: recover it now,
+        as ``efm-ros recover-bag`` would, so no promised data waits for a person. Only this robot's."""
+        from efm_ros.data.recover import recover_crashed
+
+        recovered = 0
+        for episode_id, what in recover_crashed(self.episodes_dir, robot=self.robot):
+            ok = what.startswith("recovered")
+            recovered += ok
+            (self.get_logger().warning if ok else self.get_logger().error)(f"crashed bag {episode_id}: {what}")
+        return recovered
+
     def _on_recorder_error(self, message: str) -> None:
         self.fault = message
         self.get_logger().error(message)
@@ -375,6 +389,7 @@ class LoggerNode(Node):
             "episodes_committed": stats.episodes_committed,
             "episodes_unterminated": stats.episodes_unterminated,
             "episodes_failed": stats.episodes_failed,
+            "episodes_recovered_at_start": self.recovered_at_start,
             "last_episode": stats.last_episode,
             "messages_written": written,
             "messages_per_s": f"{(written - sum(before.written.values())) / dt:.1f}",

@@ -65,13 +65,13 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from efm_ros.control.hotswap import HotSwapper
+from efm_ros.data.interfaces import MAX_TEXT_CHARS, event_problem, valid_stamp
 from efm_ros.diagnostics import RollingStats
 from efm_ros.model.manifest import MANIFEST_NAME
 from efm_ros.model.runtime import load_model
 from efm_ros.model.signing import SignatureError, check_trusted, load_public_key
 from efm_ros.msg import EpisodeEvent, PolicyAction, StepsToGo
 from efm_ros.nodes.common import StartupError, declare, diagnostic_array, spin_node
-from efm_ros.nodes.images import valid_stamp
 from efm_ros.vision.preprocess import FrameError, decode
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -79,7 +79,6 @@ EVENTS_QOS = QoSProfile(depth=20, reliability=QoSReliabilityPolicy.RELIABLE, dur
 TERMINAL = (EpisodeEvent.SUCCESS, EpisodeEvent.TIMEOUT, EpisodeEvent.OPERATOR_STOP, EpisodeEvent.FAULT)
 EVENT_NAMES = {EpisodeEvent.START: "START", EpisodeEvent.SUCCESS: "SUCCESS", EpisodeEvent.TIMEOUT: "TIMEOUT",
                EpisodeEvent.OPERATOR_STOP: "OPERATOR_STOP", EpisodeEvent.FAULT: "FAULT"}
-VALID_EVENTS = (*EVENT_NAMES, EpisodeEvent.RESET_DONE)
 
 
 class PolicyNode(LifecycleNode):
@@ -272,14 +271,18 @@ class PolicyNode(LifecycleNode):
         self._supervisor_t = time.monotonic()  # content unused: the supervisor is alive
 
     def _on_instruction(self, msg: String) -> None:
+        if len(msg.data) > MAX_TEXT_CHARS:
+            self.counts["rejected_instructions"] += 1
+            self.get_logger().warning(f"rejected an instruction of {len(msg.data)} characters", throttle_duration_sec=2.0)
+            return
         with self._lock:
             self._instruction = msg.data
 
     def _on_event(self, msg: EpisodeEvent) -> None:
-        if not valid_stamp(msg.header.stamp) or msg.event not in VALID_EVENTS:
+        problem = event_problem(msg)
+        if problem:
             self.counts["rejected_events"] += 1
-            self.get_logger().warning(f"rejected episode event {msg.event} (unknown event or invalid stamp)",
-                                      throttle_duration_sec=2.0)
+            self.get_logger().warning(f"rejected episode event: {problem}", throttle_duration_sec=2.0)
             return
         with self._lock:
             stamp = Time.from_msg(msg.header.stamp)

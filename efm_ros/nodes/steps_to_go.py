@@ -43,7 +43,8 @@ from efm_ros.diagnostics import RollingStats
 from efm_ros.model.runtime import load_model
 from efm_ros.msg import EpisodeEvent, PolicyAction, StepsToGo
 from efm_ros.nodes.common import declare, diagnostic_array, spin_node
-from efm_ros.nodes.images import ImageFormatError, image_to_rgb, valid_stamp
+from efm_ros.data.interfaces import MAX_TEXT_CHARS, valid_stamp
+from efm_ros.nodes.images import ImageFormatError, image_to_rgb
 from efm_ros.model.bins import T_MAX
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -111,13 +112,17 @@ class StepsToGoNode(Node):
 
     # -- inputs -------------------------------------------------------------------------------
     def _on_instruction(self, msg: String) -> None:
+        if len(msg.data) > MAX_TEXT_CHARS:
+            self.stats.counts["rejected_instructions"] += 1
+            self.get_logger().warning(f"rejected an instruction of {len(msg.data)} characters", throttle_duration_sec=1.0)
+            return
         self._instruction = msg.data
 
     def _on_policy_action(self, msg: PolicyAction) -> None:
         self._last_action_t = time.monotonic()   # content unused: the policy is alive and acting
 
     def _on_operator_stop(self, msg: String) -> None:
-        record = self.tracker.operator_stop(f"operator stop: {msg.data}" if msg.data else "operator stop")
+        record = self.tracker.operator_stop(f"operator stop: {msg.data[:200]}" if msg.data else "operator stop")
         if record is not None:
             self._finish(record)
 

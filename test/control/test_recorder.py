@@ -358,11 +358,21 @@ def test_message_definitions_of_types_outside_kilted_come_from_installed_share_d
 
 
 def test_event_from_msg_rejects_out_of_range_codes():
+    from types import SimpleNamespace
+
     class Msg:
         event, outcome, episode_id, robot, instruction = 9, 0, "e", "r", ""
         termination_reason, steps, policy_version, reward_model_version = "", 0, "", ""
+        header = SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0))
 
     with pytest.raises(ValueError, match="out of range"):
         Event.from_msg(Msg)
     Msg.event, Msg.outcome = 1, 1
     assert Event.from_msg(Msg) == Event("success", "e", "r", outcome="success") and Event.from_msg(Msg).terminal
+    # what the fault campaign published: never obeyed by the recorder (recorded as a plain message)
+    Msg.header = SimpleNamespace(stamp=SimpleNamespace(sec=-5, nanosec=0))
+    with pytest.raises(ValueError, match="not a valid time"):
+        Event.from_msg(Msg)
+    Msg.header, Msg.episode_id = SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0)), "y" * 50_000
+    with pytest.raises(ValueError, match="episode_id longer"):
+        Event.from_msg(Msg)

@@ -159,3 +159,40 @@ def test_exception_while_writing_removes_the_staging_bag(tmp_path, demo_episode)
     with pytest.raises(AttributeError):
         write_episode(tmp_path, demo_episode)
     assert list_episodes(tmp_path) == [] and os.listdir(tmp_path / ".staging") == []
+
+
+def test_recover_crashed_takes_only_its_robots_dead_bags(tmp_path, python_env):
+    """What a respawned logger does at start: every crashed bag of its robot is recovered; another
+    robot's crashed bag and a bag a live writer holds are left alone."""
+    from efm_ros.data import EpisodeBagWriter
+    from efm_ros.data.recover import recover_crashed
+
+    def killed_writer(episode_id: str, robot: str) -> None:
+        script = textwrap.dedent(f"""
+            import os, signal, numpy as np
+            from efm_ros.data import EpisodeBagWriter, EventRecord
+            w = EpisodeBagWriter({str(tmp_path)!r}, {episode_id!r}, robot={robot!r}, chunk_bytes=8 * 1024)
+            w.open()
+            w.add_event(EventRecord(10**9, "start", instruction="push the red block to the center"))
+            for t in range(10):
+                w.add_image(np.full((48, 48, 3), t, np.uint8), 10**9 + t)
+                w.add_action(10**9 + t, t, [0.5, -0.5], [15, 5], log_prob=-1.5, model_version="v1")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)
+        proc = subprocess.run([sys.executable, "-c", script], env=python_env, capture_output=True, timeout=120)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+
+    killed_writer("robot_2_a", "robot_2")
+    killed_writer("robot_3_b", "robot_3")
+    live = EpisodeBagWriter(tmp_path, "robot_2_live", robot="robot_2")
+    live.open()
+    try:
+        results = dict(recover_crashed(tmp_path, robot="robot_2"))
+        assert list(results) == ["robot_2_a"] and results["robot_2_a"].startswith("recovered")
+        assert list_episodes(tmp_path) == [tmp_path / "robot_2_a"]
+        assert read_episode(tmp_path / "robot_2_a", unmatched_actions="drop").custom_data["recovered"] == "true"
+        assert (tmp_path / ".staging" / "robot_3_b").is_dir() and (tmp_path / ".staging" / "robot_2_live").is_dir()
+        assert recover_crashed(tmp_path, robot="robot_2") == []            # nothing left of robot_2's
+    finally:
+        live.abort()
+    assert dict(recover_crashed(tmp_path))["robot_3_b"].startswith("recovered")  # any robot's, when not told

@@ -87,6 +87,14 @@ def test_one_iteration_updates_the_head_only_and_publishes_a_verified_version(tm
     forged.outcome = "success"
     assert imp._success_is_real(forged, np.array([30.0] * 5 + [s_ - 0.1] * k_))
     assert not imp._success_is_real(forged, np.array([30.0] * 5 + [s_ - 0.1] * (k_ - 1) + [s_ + 1.0]))
+    # a forged START opens a bag whose StepsToGo stream is another episode's: not its robot's facts
+    good_d = np.array([30.0] * 5 + [s_ - 0.1] * k_)
+    forged.outcome = "timeout"
+    n = len(forged.steps_to_go.present)
+    forged.steps_to_go.episode_ids = [forged.episode_id] * n
+    assert imp._success_is_real(forged, good_d)
+    forged.steps_to_go.episode_ids = [forged.episode_id] * (n - 3) + ["robot_0_the_real_one"] * 3
+    assert not imp._success_is_real(forged, good_d)
 
 
 def _run_improve(cmd_prefix, episodes_dir, model_dir, out, env):
