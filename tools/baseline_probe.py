@@ -117,10 +117,22 @@ def main(argv: list[str]) -> int:
         variants = {"paper R": R, "R - ridge(hidden, t)": R - baselines["ridge(hidden, t)"],
                     "R - time-step mean": R - time_mean,
                     "shuffled R": RETURN_TRANSFORMS["shuffled"](R)}
+        # which layers carry the signal: the same cosine restricted to groups of parameters
+        names = [n for n, p in head.named_parameters() if p.requires_grad]
+        sizes = [p.numel() for p in head.parameters() if p.requires_grad]
+        offsets = np.cumsum([0, *sizes])
+        groups = {"all": np.arange(offsets[-1])}
+        for label, prefix in (("action head", "action_head."), ("mlp", "mlp."), ("perception", "")):
+            idx = [np.arange(offsets[i], offsets[i + 1]) for i, n in enumerate(names)
+                   if (prefix and n.split("trunk.")[-1].startswith(prefix)) or
+                   (not prefix and not n.split("trunk.")[-1].startswith(("action_head.", "mlp.", "text_proj.", "stg_head.")))]
+            if idx:
+                groups[label] = np.concatenate(idx)
         for name, r in variants.items():
             ga, gb = gradient(head, t, ia, r, 0.05), gradient(head, t, ib, r, 0.05)
             mb = [cos(gradient(head, t, rng.choice(ia, 64, replace=False), r, 0.05), gb) for _ in range(16)]
-            print(f"  {name:22s} cos(half A, half B) {cos(ga, gb):+.3f}   cos(minibatch of A, half B) "
+            per_group = "  ".join(f"{g} ({len(ix):,}) {cos(ga[ix], gb[ix]):+.3f}" for g, ix in groups.items())
+            print(f"  {name:22s} cos(half A, half B) {per_group}   cos(minibatch of A, half B) "
                   f"mean {np.mean(mb):+.3f} (sd {np.std(mb):.3f})")
     return 0
 

@@ -11,6 +11,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "collect": ("efm_ros.bench.collect", "demonstration collection: episodes/min, bag size, read-back"),
     "model": ("efm_ros.bench.model", "model: training throughput, ONNX Runtime latency"),
     "graph": ("efm_ros.bench.graph", "live graph: camera->action / camera->reward latency with 1, 4, 8 robots"),
+    "soak": ("efm_ros.bench.soak", "long run of the live graph: episodes, misaligned, losses, RSS growth per node"),
     "logger": ("efm_ros.bench.logger", "episode logger: 4 robots x 30 Hz VGA, published vs recorded, MB/s, CPU"),
 }
 

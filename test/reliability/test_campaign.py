@@ -26,12 +26,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import yaml
 from fs_helpers import mounted_tmpfs
 from ros_helpers import spin_until
 
+from efm_ros.bench.soak import node_processes
 from efm_ros.data import list_episodes, read_episode
 from efm_ros.graph.description import default_params_file
 
@@ -88,16 +88,7 @@ class Graph:
         return spin_until(self.ex, predicate, timeout)
 
     def pids(self) -> dict[str, int]:
-        out = {}
-        for child in psutil.Process(self.up.pid).children(recursive=True):
-            try:
-                cmd = " ".join(child.cmdline())
-            except psutil.Error:
-                continue
-            for name in NODES:
-                if f"__node:={name} " in cmd + " " and child.status() != psutil.STATUS_ZOMBIE:
-                    out[name] = child.pid
-        return out
+        return {fqn.rsplit("/", 1)[1]: pid for fqn, pid in node_processes(self.up.pid).items()}
 
     def ends(self, terminal_only: bool = True):
         from efm_ros.msg import EpisodeEvent
