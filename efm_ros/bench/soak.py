@@ -57,7 +57,7 @@ def read_bags(episodes_dir: Path) -> dict:
     from efm_ros.data import list_episodes, read_episode
     from efm_ros.data.reader import EpisodeBagError
 
-    ends, misaligned, unreadable, lost, dropped, skipped = Counter(), 0, 0, 0, 0, 0
+    ends, skipped, misaligned, unreadable, lost, dropped = Counter(), Counter(), 0, 0, 0, 0
     bags = list_episodes(episodes_dir)
     for bag in bags:
         try:
@@ -65,8 +65,9 @@ def read_bags(episodes_dir: Path) -> dict:
         except EpisodeBagError:
             unreadable += 1
             continue
-        ends[ep.events[-1].event if ep.events else "none"] += 1
-        skipped += sum(ep.dropped.values())
+        ends[ep.events[-1].event if ep.custom_data.get("terminated") == "true" and ep.events
+             else f"not terminated ({ep.custom_data.get('termination_reason', '?')})"] += 1
+        skipped.update(ep.dropped)
         lost += int(ep.custom_data.get("messages_lost", 0) or 0)
         dropped += int(ep.custom_data.get("messages_dropped", 0) or 0)
         try:
@@ -74,7 +75,7 @@ def read_bags(episodes_dir: Path) -> dict:
         except EpisodeBagError:
             misaligned += 1
     return {"episodes": len(bags), "ends": dict(ends), "misaligned": misaligned, "unreadable": unreadable,
-            "lost": lost, "dropped": dropped, "skipped_by_reader": skipped}
+            "lost": lost, "dropped": dropped, "skipped_by_reader": dict(skipped)}
 
 
 def soak(minutes: float, robots: int, model: str, sample_s: float, warmup_s: float, episodes_dir: Path) -> dict:
@@ -133,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"efm-ros bench soak: {r['robots']} robot(s), {r['minutes']:g} min after {args.warmup_s:g} s warm-up, "
           f"{os.cpu_count()} CPUs; efm-ros up exit code {r['exit_code']}")
     print(f"episodes committed {r['episodes']} (ends: {r['ends']}), misaligned {r['misaligned']}, unreadable "
-          f"{r['unreadable']}, messages lost {r['lost']}, dropped {r['dropped']}, skipped by the reader "
-          f"{r['skipped_by_reader']}")
+          f"{r['unreadable']}, messages lost {r['lost']}, dropped {r['dropped']}")
+    print(f"left out by the reader (frames_unused: frames no action was computed from, e.g. skipped by a "
+          f"busy policy, with their steps_to_go_unmatched; see efm_ros/data/reader.py): {r['skipped_by_reader']}")
     print(f"{'node':24s} {'RSS first MB':>12} {'last MB':>8} {'MB/min':>8} {'restarts':>8}")
     for name, v in r["rss"].items():
         print(f"{name:24s} {v['first_mb']:12.1f} {v['last_mb']:8.1f} {v['mb_per_min']:+8.2f} {v['restarts']:8d}")
