@@ -89,8 +89,9 @@ class ImproveConfig:
     every learned-reward update, pre-clip norms 1.3-2.5, docs/results.md)"""
     train_layers: str = "all"
     """which part of the head Stage 2 trains: "all" (every head layer; the paper trains all but the
-    ViT), or "mlp" (only the MLP, instruction projection and action head: the perception layers
-    before them, e.g. the keypoint convolutions, stay as Stage 1 left them)"""
+    ViT), "mlp" (only the MLP, instruction projection and action head: the perception layers
+    before them, e.g. the keypoint convolutions, stay as Stage 1 left them) or "action_head"
+    (only the final linear layer): :data:`TRAIN_LAYERS`"""
     returns: str = "paper"
     """how the Monte-Carlo returns enter the loss (:data:`RETURN_TRANSFORMS`): "paper" = R_t as is;
     a named departure (e.g. "standardise") must be justified by the ladder (docs/results.md)"""
@@ -150,6 +151,15 @@ def _dist():
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
+#: Stage 2's trainable part of the head by ``ImproveConfig.train_layers``: parameter-name prefixes
+#: of the trunk (None: all). Fewer parameters, less noise per step (docs/results.md, rung a).
+TRAIN_LAYERS: dict[str, tuple[str, ...] | None] = {
+    "all": None,
+    "mlp": ("mlp.", "action_head.", "text_proj."),
+    "action_head": ("action_head.",),
+}
+
+
 class ReinforceLearner:
     """The Stage-2 update itself (§2.2, Algorithm 1), for any EFM (camera features or states): per
     iteration N AdamW steps, each on B transitions of the buffer drawn without replacement, minimising
@@ -162,10 +172,10 @@ class ReinforceLearner:
             raise ValueError(f"unknown returns transform {config.returns!r}; known: {sorted(RETURN_TRANSFORMS)}")
         self.config, self.rank, self.world = config, rank, world
         self.policy = policy
-        if config.train_layers not in ("all", "mlp"):
-            raise ValueError(f"train_layers must be 'all' or 'mlp', got {config.train_layers!r}")
+        if config.train_layers not in TRAIN_LAYERS:
+            raise ValueError(f"train_layers must be one of {sorted(TRAIN_LAYERS)}, got {config.train_layers!r}")
         for name, p in policy.trunk.named_parameters():
-            keep = name.startswith(("mlp.", "action_head.", "text_proj.")) if config.train_layers == "mlp" else True
+            keep = TRAIN_LAYERS[config.train_layers] is None or name.startswith(TRAIN_LAYERS[config.train_layers])
             p.requires_grad_(keep and not name.startswith("stg_head."))
         self.head = _Head(policy)
         self.module = self.head
