@@ -268,7 +268,7 @@ class Improver:
         self.history: list[dict] = []
         self._reward_torch = None
         if self.rank == 0:
-            self._reward_torch = load_model_checkpoints(self.reward_dir)[1]  # re-exported unchanged each version
+            self._reward_torch = load_model_checkpoints(self.reward_dir)[1]  # copied unchanged into each version
             (self.out / "versions").mkdir(parents=True, exist_ok=True)
             self._write_json("config.json", {"improve": dataclasses.asdict(self.config), "policy": str(self.policy_dir),
                                              "reward_model": str(self.reward_dir), "initial_version": self.version,
@@ -405,7 +405,8 @@ class Improver:
                          model_version=new_version, training={"stage": 2, "iteration": self.iteration,
                                                               "parent_version": self.version,
                                                               "reward_model_version": self.reward.version},
-                         signing_key=self.config.signing_key or None)
+                         signing_key=self.config.signing_key or None,
+                         reward_from=self.reward_dir)   # the frozen graph, copied: not re-exported
             self.version_dirs[new_version] = f"versions/v{self.iteration:04d}"
             self.history.append({**row, "version": self.version, "directory": self.version_dirs[self.version]})
             self._write_metrics()

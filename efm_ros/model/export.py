@@ -132,9 +132,10 @@ def _export_graph(module: nn.Module, path: Path, example: tuple, input_names, ou
 
 
 def export_onnx(model: EFM, out_dir: str | Path, *, reward_model: EFM | None = None,
-                opset: int = OPSET) -> dict[str, dict]:
+                opset: int = OPSET, roles: tuple[str, ...] = ("policy", "reward")) -> dict[str, dict]:
     """Write ``policy.onnx`` (from ``model``) and ``reward.onnx`` (from ``reward_model``, default
-    ``model``) into ``out_dir``; returns their specs (``graph_specs``). Batch size is dynamic."""
+    ``model``) into ``out_dir``, or only the graphs named in ``roles``; returns both specs
+    (``graph_specs``). Batch size is dynamic."""
     reward_model = reward_model or model
     if reward_model.config.image_size != model.config.image_size:
         raise ValueError("policy and reward model must take the same frame size")
@@ -144,10 +145,12 @@ def export_onnx(model: EFM, out_dir: str | Path, *, reward_model: EFM | None = N
     specs["reward"]["outputs"] = graph_specs(reward_model.config)["reward"]["outputs"]
     modes = [(m, m.training) for m in (model, reward_model)]
     try:
-        _export_graph(PolicyGraph(model), out_dir / GRAPH_FILES["policy"], random_inputs(model.config, 2),
-                      INPUT_NAMES, POLICY_OUTPUTS, opset)
-        _export_graph(RewardGraph(reward_model), out_dir / GRAPH_FILES["reward"],
-                      random_inputs(reward_model.config, 2), INPUT_NAMES, REWARD_OUTPUTS, opset)
+        if "policy" in roles:
+            _export_graph(PolicyGraph(model), out_dir / GRAPH_FILES["policy"], random_inputs(model.config, 2),
+                          INPUT_NAMES, POLICY_OUTPUTS, opset)
+        if "reward" in roles:
+            _export_graph(RewardGraph(reward_model), out_dir / GRAPH_FILES["reward"],
+                          random_inputs(reward_model.config, 2), INPUT_NAMES, REWARD_OUTPUTS, opset)
     finally:
         for m, training in modes:   # a trainer exporting mid-run gets its modes back
             m.train(training)
@@ -155,8 +158,8 @@ def export_onnx(model: EFM, out_dir: str | Path, *, reward_model: EFM | None = N
 
 
 def onnx_parity(model: EFM, reward_model: EFM | None, out_dir: str | Path,
-                batch_sizes=(1, 4), seed: int = 0) -> dict[str, float]:
-    """Max |ORT - torch| of every output of both graphs over random inputs at each batch size."""
+                batch_sizes=(1, 4), seed: int = 0, roles: tuple[str, ...] = ("policy", "reward")) -> dict[str, float]:
+    """Max |ORT - torch| of every output of the graphs in ``roles`` over random inputs at each batch size."""
     import onnxruntime as ort
 
     reward_model = reward_model or model
@@ -165,6 +168,8 @@ def onnx_parity(model: EFM, reward_model: EFM | None, out_dir: str | Path,
     diffs: dict[str, float] = {}
     for role, torch_module, names in (("policy", PolicyGraph(model).eval(), POLICY_OUTPUTS),
                                       ("reward", RewardGraph(reward_model).eval(), REWARD_OUTPUTS)):
+        if role not in roles:
+            continue
         sess = ort.InferenceSession(str(out_dir / GRAPH_FILES[role]), providers=["CPUExecutionProvider"])
         for b in batch_sizes:
             inputs = random_inputs(torch_module.efm.config, b, seed=seed + b)
@@ -222,13 +227,19 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
                  instructions: InstructionTable, success_threshold: float, success_k: int,
                  control_rate_hz: float, data_hash: str, metrics: dict, model_version: str | None = None,
                  action_scale=None, training: dict | None = None, overwrite: bool = False,
-                 signing_key: str | Path | None = None) -> dict:
+                 signing_key: str | Path | None = None, reward_from: str | Path | None = None) -> dict:
     """Write a complete, verified model directory (graphs, instruction table, manifest.json).
 
     Checks ORT-vs-torch parity (batch 1 and 4) and refuses an export that drifts more than
     PARITY_TOLERANCE. With ``signing_key`` (an Ed25519 PEM private key, ``efm-ros keygen``) the
     manifest is signed (signature.json, :mod:`efm_ros.model.signing`) before the directory
     becomes visible. Returns the manifest.
+
+    ``reward_from``: a model directory whose reward graph and reward checkpoint ARE
+    ``reward_model`` (the frozen Stage-1 model a Stage-2 trainer judges with). They are copied
+    after their sha256 is checked against that directory's manifest, instead of being exported
+    and parity-checked again: the reward graph is the same file in every version (issue 12, the
+    export on the critical path of a version switch).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -242,9 +253,12 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         t0 = time.perf_counter()
-        specs = export_onnx(policy, tmp, reward_model=reward_model)
+        roles = ("policy",) if reward_from else ("policy", "reward")
+        specs = export_onnx(policy, tmp, reward_model=reward_model, roles=roles)
+        if reward_from:
+            parity = _copy_frozen_reward(Path(reward_from), tmp)
         export_s = time.perf_counter() - t0
-        parity = onnx_parity(policy, reward_model, tmp)
+        parity = {**(parity if reward_from else {}), **onnx_parity(policy, reward_model, tmp, roles=roles)}
         worst = max(parity.values())
         if worst > PARITY_TOLERANCE:
             raise RuntimeError(f"ONNX output differs from torch by {worst:.2e} > {PARITY_TOLERANCE}: {parity}")
@@ -252,7 +266,8 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
         # the torch weights travel with the graphs (listed and hashed in the manifest), so Stage 2
         # can continue from any deployed version: load_model_checkpoints(model_dir)
         save_checkpoint(policy, tmp / CHECKPOINT_FILES["policy"])
-        save_checkpoint(reward_model, tmp / CHECKPOINT_FILES["reward"])
+        if not reward_from:
+            save_checkpoint(reward_model, tmp / CHECKPOINT_FILES["reward"])
         cfg = policy.config
         manifest = write_manifest(
             tmp, model_version=model_version or out_dir.name, graphs=specs, efm_config=cfg.to_dict(),
@@ -276,6 +291,24 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
         if tmp.exists():
             shutil.rmtree(tmp)
     return manifest
+
+
+def _copy_frozen_reward(src: Path, dst: Path) -> dict[str, float]:
+    """Copy the reward graph and checkpoint of the verified model directory ``src`` into ``dst``
+    (sha256 checked against its manifest); returns the parity it recorded for the reward outputs."""
+    from efm_ros.model.manifest import ManifestError, sha256_file
+
+    manifest = verify_manifest(src)
+    for name in (GRAPH_FILES["reward"], CHECKPOINT_FILES["reward"]):
+        entry = manifest["files"].get(name)
+        if entry is None:
+            raise ManifestError(f"{src}: no {name} to reuse as the frozen reward model")
+        shutil.copyfile(src / name, dst / name)
+        expected = entry["sha256"] if isinstance(entry, dict) else entry
+        if sha256_file(dst / name) != expected:
+            raise ManifestError(f"{src / name}: changed while it was copied (sha256 mismatch)")
+    recorded = manifest.get("export", {}).get("parity_max_abs_diff", {})
+    return {k: v for k, v in recorded.items() if k in REWARD_OUTPUTS}
 
 
 def load_model_checkpoints(model_dir: str | Path) -> tuple[EFM, EFM]:

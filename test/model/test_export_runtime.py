@@ -181,3 +181,32 @@ def test_model_dir_carries_verified_torch_checkpoints(model_dir, efm, reward_efm
     for a, b in ((policy, efm), (reward, reward_efm)):
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_stage2_version_copies_the_frozen_reward_graph_and_refuses_a_tampered_one(model_dir, tmp_path):
+    """export_model(reward_from=…) (what the Stage-2 trainer does for every version): the reward
+    graph and checkpoint are the verified files of the frozen model, byte for byte, not a re-export;
+    the policy graph is exported and parity-checked; a damaged source is refused."""
+    from efm_ros.model.export import export_model, load_model_checkpoints
+    from efm_ros.model.text import InstructionTable
+
+    policy, reward = load_model_checkpoints(model_dir)
+    m = verify_manifest(model_dir)
+    kw = dict(reward_model=reward, instructions=InstructionTable.load(model_dir / m["instructions"]["file"]),
+              success_threshold=m["success"]["threshold_steps"], success_k=m["success"]["consecutive"],
+              control_rate_hz=m["control_rate_hz"], data_hash="stage2:test", metrics={})
+    out = tmp_path / "v0001"
+    man = export_model(policy, out, reward_from=model_dir, **kw)
+    for name in ("reward.onnx", "reward_model.safetensors"):
+        assert (out / name).read_bytes() == (model_dir / name).read_bytes(), name
+    assert {"action_logits", "expected_steps"} <= set(man["export"]["parity_max_abs_diff"])
+    loaded = load_model(out)
+    frame = np.zeros((96, 96, 3), np.uint8)
+    assert loaded.steps_to_go(frame, frame, INSTRUCTIONS[0])[0] == load_model(model_dir).steps_to_go(frame, frame, INSTRUCTIONS[0])[0]
+    bad = _copy(model_dir, tmp_path)
+    data = bytearray((bad / "reward.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (bad / "reward.onnx").write_bytes(bytes(data))
+    with pytest.raises(ManifestError, match="reward.onnx"):
+        export_model(policy, tmp_path / "v0002", reward_from=bad, **kw)
+    assert not (tmp_path / "v0002").exists()
