@@ -18,7 +18,16 @@ def declare(node, name: str, default: Any, description: str, *, lo=None, hi=None
             desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
         else:
             desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
-    return node.declare_parameter(name, default, desc).value
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    try:
+        return node.declare_parameter(name, default, desc).value
+    except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+        # a wrong type or an out-of-range value in the YAML / on the command line: one clear line
+        # and exit status 2 (spin_node), not a traceback
+        kind = type(default).__name__ if default != "" else "str"
+        raise StartupError(f"parameter {name!r}: {exc} (expected a {kind}"
+                           f"{f' in [{lo}, {hi}]' if lo is not None else ''}; {description})") from None
 
 
 def diagnostic_array(node, name: str, level: bytes, message: str, values: dict[str, str]) -> DiagnosticArray:

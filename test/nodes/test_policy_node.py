@@ -311,6 +311,21 @@ def test_a_policy_node_whose_model_does_not_load_exits_non_zero(python_env, tmp_
     assert "cannot start" in text and "no_model" in text and "Traceback" not in text
 
 
+@pytest.mark.parametrize("param, words", [("trusted_keys:=[a.pub,b.pub]", "expecting type 'STRING'"),
+                                          ("watch_period_s:=-4.0", "out of range")])
+def test_a_wrongly_typed_or_out_of_range_parameter_is_one_clear_line_and_exit_2(python_env, tmp_path, param, words):
+    """A YAML list where a string is expected, a value outside the declared range: the node names
+    the parameter, what it expected, and exits 2 (no traceback), like any other start-up error."""
+    log = tmp_path / "policy.log"
+    proc = _start_policy(python_env, log, "/robot_13", param)
+    try:
+        assert proc.wait(timeout=60) == 2
+    finally:
+        _stop(proc, log)
+    text = log.read_text()
+    assert f"parameter {param.split(':=')[0]!r}" in text and words in text and "Traceback" not in text, text[-2000:]
+
+
 def test_a_policy_with_trusted_keys_runs_only_signed_versions_from_its_root(rclpy_context, python_env, sim_model_dir,
                                                                            tmp_path):
     import rclpy
