@@ -1,23 +1,44 @@
 """Time one Stage-2 version export with and without reusing the frozen reward graph (issue 12).
 
     .venv/bin/python tools/export_time.py [MODEL_DIR]      # default models/efm_sft
+
+Exports MODEL_DIR's policy twice each way (alternating): the full export (both ONNX graphs, both
+parity checks) and ``export_model(reward_from=MODEL_DIR)`` (the frozen reward graph copied after
+its sha256 check; what ``Improver.publish`` does). Each result is loaded back with ``load_model``.
 """
-import tempfile, time, json
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
 from pathlib import Path
+
 from efm_ros.model.export import export_model, load_model_checkpoints
 from efm_ros.model.runtime import load_model
 from efm_ros.model.text import InstructionTable
-import sys
-src = Path(sys.argv[1] if len(sys.argv) > 1 else "models/efm_sft")
-pol, rew = load_model_checkpoints(src)
-m = json.loads((src / "manifest.json").read_text())
-inst = InstructionTable.load(src / m["instructions"]["file"])
-kw = dict(reward_model=rew, instructions=inst, success_threshold=m["success"]["threshold_steps"], success_k=m["success"]["consecutive"],
-          control_rate_hz=m["control_rate_hz"], data_hash="t", metrics={})
-with tempfile.TemporaryDirectory() as d:
-    for label, extra in (("full export (both graphs, both parities)", {}), ("frozen reward copied", {"reward_from": src})) * 2:
-        out = Path(d) / f"v{time.time_ns()}"
-        t0 = time.perf_counter(); man = export_model(pol, out, **kw, **extra); dt = time.perf_counter() - t0
-        lm = load_model(out)
-        print(f"{label:42s} {dt:6.2f} s  parity {max(man['export']['parity_max_abs_diff'].values()):.1e}  "
-              f"reward.onnx same file: {(out/'reward.onnx').read_bytes() == (src/'reward.onnx').read_bytes()}")
+
+
+def main(argv: list[str]) -> int:
+    src = Path(argv[0] if argv else "models/efm_sft")
+    policy, reward = load_model_checkpoints(src)
+    m = json.loads((src / "manifest.json").read_text())
+    kw = dict(reward_model=reward, instructions=InstructionTable.load(src / m["instructions"]["file"]),
+              success_threshold=m["success"]["threshold_steps"], success_k=m["success"]["consecutive"],
+              control_rate_hz=m["control_rate_hz"], data_hash="timing", metrics={})
+    runs = (("full export (both graphs, both parities)", {}), ("frozen reward copied", {"reward_from": src})) * 2
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (label, extra) in enumerate(runs):
+            out = Path(tmp) / f"v{k:04d}"
+            t0 = time.perf_counter()
+            manifest = export_model(policy, out, **kw, **extra)
+            seconds = time.perf_counter() - t0
+            load_model(out)
+            same = (out / "reward.onnx").read_bytes() == (src / "reward.onnx").read_bytes()
+            print(f"{label:42s} {seconds:6.2f} s  parity {max(manifest['export']['parity_max_abs_diff'].values()):.1e}  "
+                  f"reward.onnx identical to the frozen model's: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
