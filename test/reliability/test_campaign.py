@@ -90,7 +90,7 @@ class Graph:
     def pids(self) -> dict[str, int]:
         return {fqn.rsplit("/", 1)[1]: pid for fqn, pid in node_processes(self.up.pid).items()}
 
-    def ends(self, terminal_only: bool = True):
+    def ends(self):
         from efm_ros.msg import EpisodeEvent
 
         kinds = (EpisodeEvent.SUCCESS, EpisodeEvent.TIMEOUT, EpisodeEvent.OPERATOR_STOP, EpisodeEvent.FAULT)
