@@ -21,13 +21,11 @@ import tempfile
 import numpy as np
 import torch
 
-from efm_ros.learn.actors import rollout
+from grad_snr import oracle_buffer   # tools/ is on sys.path when this runs as a script
+
 from efm_ros.learn.calibrate import previous_frames
-from efm_ros.learn.improve import RETURN_TRANSFORMS, Improver, ImproveConfig, _Head
+from efm_ros.learn.improve import RETURN_TRANSFORMS, _Head
 from efm_ros.learn.objectives import action_log_prob, reinforce_loss
-from efm_ros.learn.oracle import OracleStepsToGo, oracle_d_of
-from efm_ros.model.runtime import load_model
-from efm_ros.sim.tabletop import TabletopRobot
 
 
 def ridge_fit_predict(x_fit, y_fit, x_new, alpha: float = 1.0):
@@ -66,22 +64,15 @@ def main(argv: list[str]) -> int:
     episodes = int(argv[1]) if len(argv) > 1 else 48
     seed = int(argv[2]) if len(argv) > 2 else 0
     gamma = float(argv[3]) if len(argv) > 3 else 0.9
-    torch.manual_seed(seed)
-    policy = load_model(model_dir)
-    robot = TabletopRobot(seed=seed, families=("block2block",))
-    oracle = OracleStepsToGo(robot, "approach")
     with tempfile.TemporaryDirectory() as out:
-        imp = Improver(model_dir, model_dir, out, ImproveConfig(gamma=gamma), reward_source=oracle_d_of)
+        imp, policy, used = oracle_buffer(model_dir, episodes, seed, out, gamma=gamma)
         ep_of, step_of, d_learned, success = [], [], [], []
-        for i in range(episodes):
-            ep = rollout(robot, policy, policy, seed=10_000 * (seed + 1) + i, episode_id=f"bp_{i:03d}",
-                         oracle=oracle, stop_on_oracle=True)
-            if imp.add_episode(ep) == "used":
-                T = ep.num_steps
-                ep_of += [i] * T
-                step_of += list(range(T))
-                d_learned += list(np.asarray(policy.steps_to_go(ep.frames, previous_frames(ep.frames), ep.instruction)[0])[:T])
-                success.append(ep.outcome == "success")
+        for i, ep in used:
+            T = ep.num_steps
+            ep_of += [i] * T
+            step_of += list(range(T))
+            d_learned += list(np.asarray(policy.steps_to_go(ep.frames, previous_frames(ep.frames), ep.instruction)[0])[:T])
+            success.append(ep.outcome == "success")
         data = imp.buffer.arrays()
         R = np.asarray(data["returns"], np.float64)
         ep_of, step_of, d_learned = np.asarray(ep_of), np.asarray(step_of, np.float64), np.asarray(d_learned)

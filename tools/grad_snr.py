@@ -46,20 +46,30 @@ def summary(name: str, g: np.ndarray) -> None:
           f"|g| median {np.median(np.abs(g)):.2e}")
 
 
-def main(argv: list[str]) -> int:
-    model_dir = argv[0] if argv else "models/efm_sft"
-    episodes = int(argv[1]) if len(argv) > 1 else 24
-    seed = int(argv[2]) if len(argv) > 2 else 0
+def oracle_buffer(model_dir: str, episodes: int, seed: int, out: str, gamma: float = 0.9):
+    """EPISODES Block2Block rollouts of MODEL_DIR with oracle B and oracle termination, added to a
+    fresh Improver's buffer (oracle returns, discount gamma). Returns (improver, the ONNX policy,
+    [(index, episode)] of the episodes the buffer used). Shared by the ladder's probes in tools/."""
     torch.manual_seed(seed)
     policy = load_model(model_dir)
     robot = TabletopRobot(seed=seed, families=("block2block",))
     oracle = OracleStepsToGo(robot, "approach")
+    imp = Improver(model_dir, model_dir, out, ImproveConfig(gamma=gamma), reward_source=oracle_d_of)
+    used = []
+    for i in range(episodes):
+        ep = rollout(robot, policy, policy, seed=10_000 * (seed + 1) + i, episode_id=f"probe_{i:03d}",
+                     oracle=oracle, stop_on_oracle=True)
+        if imp.add_episode(ep) == "used":
+            used.append((i, ep))
+    return imp, policy, used
+
+
+def main(argv: list[str]) -> int:
+    model_dir = argv[0] if argv else "models/efm_sft"
+    episodes = int(argv[1]) if len(argv) > 1 else 24
+    seed = int(argv[2]) if len(argv) > 2 else 0
     with tempfile.TemporaryDirectory() as out:
-        imp = Improver(model_dir, model_dir, out, ImproveConfig(), reward_source=oracle_d_of)
-        for i in range(episodes):
-            ep = rollout(robot, policy, policy, seed=10_000 * (seed + 1) + i, episode_id=f"snr_{i:03d}",
-                         oracle=oracle, stop_on_oracle=True)
-            imp.add_episode(ep)
+        imp, _, _ = oracle_buffer(model_dir, episodes, seed, out)
         data = imp.buffer.arrays()
         head = _Head(imp.policy)
         cfg = imp.config

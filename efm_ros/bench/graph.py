@@ -65,12 +65,18 @@ def run(robots: int, seconds: float, model: str, processes: str, warmup: float) 
         try:
             lat = _observe(robots, seconds, warmup)
         finally:
-            graph.send_signal(signal.SIGINT)
-            try:
-                graph.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                graph.kill()
+            stop_graph(graph, signal.SIGINT)
     return lat
+
+
+def stop_graph(proc: subprocess.Popen, signum: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+    """Stop an ``efm-ros up`` subprocess the way a person would (its loggers close their bags), and
+    kill it only if it has not exited within ``timeout`` s."""
+    proc.send_signal(signum)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def main(argv: list[str] | None = None) -> int:

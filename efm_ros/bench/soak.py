@@ -81,6 +81,8 @@ def read_bags(episodes_dir: Path) -> dict:
 def soak(minutes: float, robots: int, model: str, sample_s: float, warmup_s: float, episodes_dir: Path) -> dict:
     from tqdm import tqdm
 
+    from efm_ros.bench.graph import stop_graph
+
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
@@ -102,11 +104,7 @@ def soak(minutes: float, robots: int, model: str, sample_s: float, warmup_s: flo
                 time.sleep(sample_s)
                 bar.update(int(time.monotonic() - t0) - bar.n)
     finally:
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        stop_graph(up, signal.SIGTERM)
     rss = {}
     for name, xs in sorted(samples.items()):
         t, m = np.array([x[0] for x in xs]), np.array([x[1] for x in xs])
