@@ -36,13 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _evaluate(model: Path, n: int, seed: int, label: str) -> dict:
-    from efm_ros.learn.evaluate import evaluate_policy
+def _evaluate(model: Path, n: int, label: str) -> dict:
+    """The one evaluation protocol of every before/after comparison (the fixed COMPARISON_SEED
+    episodes, as in ``efm-ros experiment``), with a progress bar and the result printed."""
+    from efm_ros.learn.evaluate import success_on_fixed_episodes as evaluate
 
     print(f"\n== evaluating {label}: {model} on {n} fixed Block2Block episodes (ground truth, evaluation only)", flush=True)
-    result = evaluate_policy(model, n, seed=seed, families=["block2block"], progress=True)
-    gt = result["ground_truth"]
-    print(f"   success {gt['success_rate']:.1%} (95% CI {gt['ci95'][0]:.1%}-{gt['ci95'][1]:.1%})", flush=True)
+    result = evaluate(model, n, workers=1, progress=True, families=["block2block"])
+    print(f"   success {result['success']:.1%} (95% CI {result['ci95'][0]:.1%}-{result['ci95'][1]:.1%})", flush=True)
     return result
 
 
@@ -116,18 +117,16 @@ def report(run: Path, before: dict, after: dict[str, dict]) -> str:
     rows = [("Stage 1 (SFT)", before)] + list(after.items())
     lines = ["| policy | ground-truth success | 95% CI | mean length (successes) |", "|---|---|---|---|"]
     for name, r in rows:
-        gt = r["ground_truth"]
-        lo, hi = gt["ci95"]
-        length = gt.get("mean_length")
-        lines.append(f"| {name} | {gt['success_rate']:.1%} | {lo:.1%}–{hi:.1%} | "
+        lo, hi = r["ci95"]
+        length = r.get("mean_length")
+        lines.append(f"| {name} | {r['success']:.1%} | {lo:.1%}–{hi:.1%} | "
                      f"{'n/a' if length is None else f'{length:.1f}'} |")
     table = "\n".join(lines)
     metrics = _metrics(run / "si")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     names = [n for n, _ in rows]
-    rates = [r["ground_truth"]["success_rate"] for _, r in rows]
-    errs = [[rate - r["ground_truth"]["ci95"][0] for rate, (_, r) in zip(rates, rows)],
-            [r["ground_truth"]["ci95"][1] - rate for rate, (_, r) in zip(rates, rows)]]
+    rates = [r["success"] for _, r in rows]
+    errs = [[rate - r["ci95"][0] for rate, (_, r) in zip(rates, rows)], [r["ci95"][1] - rate for rate, (_, r) in zip(rates, rows)]]
     axes[0].bar(names, rates, yerr=errs, capsize=4, color=["#999999"] + ["#2b7bba"] * (len(rows) - 1))
     axes[0].set_ylim(0, 1)
     axes[0].set_ylabel("ground-truth success")
@@ -159,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     run.mkdir(parents=True, exist_ok=True)
-    eval_seed = 10_000 + args.seed  # fixed evaluation seeds, disjoint from the practice seeds
-    before = _evaluate(args.model, args.eval_episodes, eval_seed, "Stage 1 (before)")
+    before = _evaluate(args.model, args.eval_episodes, "Stage 1 (before)")
     practise(args, run)
     after = {}
     best = json.loads((run / "si" / "best.json").read_text()) if (run / "si" / "best.json").exists() else None
@@ -175,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             # the guard may keep the starting policy (no version beat it): its result is `before`,
             # on the same fixed seeds, so it is not evaluated a second time
             same = path.resolve() == args.model.resolve()
-            after[name] = before if same else _evaluate(path, args.eval_episodes, eval_seed, name)
+            after[name] = before if same else _evaluate(path, args.eval_episodes, name)
     table = report(run, before, after)
     print(f"\n== report ({run}/report.md, {run}/report.png)\n\n{table}\n", flush=True)
     return 0

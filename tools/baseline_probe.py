@@ -10,7 +10,11 @@ the privileged oracle B (`learn/oracle.py`), and computes the paper's returns R_
    policy's own last hidden layer (+ t); ridge on the frozen steps-to-go model's d and t.
 2. Whether the REINFORCE gradient points the same way on two disjoint halves of the episodes:
    cos(g_A, g_B) of the full-half gradients, and of one minibatch (B = 64) against the other half,
-   for R_t as is, for R_t minus the cross-fitted baseline, and for R_t shuffled (the null).
+   for R_t as is, for R_t minus the cross-fitted baseline, and for R_t shuffled (the null); per
+   group of layers, and in the subspace of an exponential tilt of the action distribution
+   (``train_layers: "tilt"``, :class:`efm_ros.learn.improve.ActionTilt`), where the cosine is
+   also averaged over 20 random halvings (the subspace has few effective dimensions, so one draw
+   of the null says little).
 A variance-reduction lever is worth building only if it raises these cosines above the null.
 """
 from __future__ import annotations
@@ -53,6 +57,23 @@ def gradient(head, t, idx, returns, c) -> np.ndarray:
     logits = head(t["features_cur"][idx].float(), t["features_prev"][idx].float(), t["text"][idx])
     loss = reinforce_loss(action_log_prob(logits, t["tokens"][idx]), torch.from_numpy(returns[idx].astype(np.float32)), c=c)
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]).numpy()
+
+
+def tilt_projection(head, names, offsets):
+    """The gradient w.r.t. an exponential tilt of each action dimension's categorical (logit_k +=
+    β_1·c_k + β_2·c_k², β = V·[h, 1]): the action head's weight and bias gradients projected on the
+    bin centres' first two (centred) powers. -> a function of the flat gradient vector."""
+    w = names.index(next(n for n in names if n.endswith("action_head.weight")))
+    b = names.index(next(n for n in names if n.endswith("action_head.bias")))
+    dims, bins = head.efm.trunk.action_shape
+    c = np.linspace(-1.0, 1.0, bins)
+    phi = np.stack([c - c.mean(), c ** 2 - (c ** 2).mean()], 1)            # (K, 2)
+
+    def project(g):
+        gw = g[offsets[w]:offsets[w + 1]].reshape(dims, bins, -1)
+        gb = g[offsets[b]:offsets[b + 1]].reshape(dims, bins, 1)
+        return np.einsum("kj,dkh->djh", phi, np.concatenate([gw, gb], -1)).ravel()
+    return project
 
 
 def cos(a, b) -> float:
@@ -119,12 +140,24 @@ def main(argv: list[str]) -> int:
                    (not prefix and not n.split("trunk.")[-1].startswith(("action_head.", "mlp.", "text_proj.", "stg_head.")))]
             if idx:
                 groups[label] = np.concatenate(idx)
+        tilt = tilt_projection(head, names, offsets)
         for name, r in variants.items():
             ga, gb = gradient(head, t, ia, r, 0.05), gradient(head, t, ib, r, 0.05)
             mb = [cos(gradient(head, t, rng.choice(ia, 64, replace=False), r, 0.05), gb) for _ in range(16)]
             per_group = "  ".join(f"{g} ({len(ix):,}) {cos(ga[ix], gb[ix]):+.3f}" for g, ix in groups.items())
-            print(f"  {name:22s} cos(half A, half B) {per_group}   cos(minibatch of A, half B) "
-                  f"mean {np.mean(mb):+.3f} (sd {np.std(mb):.3f})")
+            print(f"  {name:22s} cos(half A, half B) {per_group}  tilt subspace ({tilt(ga).size:,}) "
+                  f"{cos(tilt(ga), tilt(gb)):+.3f}   cos(minibatch of A, half B) mean {np.mean(mb):+.3f} (sd {np.std(mb):.3f})")
+        # the tilt subspace has few effective dimensions, so one null draw says little: 20 random
+        # splits of the episodes into halves, for R as is and for R shuffled afresh each time
+        episodes = np.unique(ep_of)
+        for name, shuffle in (("paper R", False), ("shuffled R", True)):
+            cs = []
+            for _ in range(20):
+                in_a = np.isin(ep_of, rng.permutation(episodes)[: len(episodes) // 2])
+                r = rng.permutation(R) if shuffle else R
+                cs.append(cos(tilt(gradient(head, t, np.flatnonzero(in_a), r, 0.05)),
+                              tilt(gradient(head, t, np.flatnonzero(~in_a), r, 0.05))))
+            print(f"  {name:22s} tilt-subspace cos over 20 random halvings: mean {np.mean(cs):+.3f} (sd {np.std(cs):.3f})")
     return 0
 
 

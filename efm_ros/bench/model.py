@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _latency_ms(fn, seconds: float, warmup: int = 20, min_iters: int = 50) -> np.ndarray:
+def latency_ms(fn, seconds: float, warmup: int = 20, min_iters: int = 50) -> np.ndarray:
     for _ in range(warmup):
         fn()
     times = []
@@ -84,13 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         lat = {}
         with torch.inference_mode():
             for role in ("policy", "reward"):
-                lat[f"eager {role}"] = _latency_ms(lambda r=role: eager[r](frame, prev, text), args.seconds)
-                lat[f"ORT {role}"] = _latency_ms(lambda r=role: sessions[r].run(None, feed), args.seconds)
-            lat["eager tick (both heads)"] = _latency_ms(
+                lat[f"eager {role}"] = latency_ms(lambda r=role: eager[r](frame, prev, text), args.seconds)
+                lat[f"ORT {role}"] = latency_ms(lambda r=role: sessions[r].run(None, feed), args.seconds)
+            lat["eager tick (both heads)"] = latency_ms(
                 lambda: (eager["policy"](frame, prev, text), eager["reward"](frame, prev, text)), args.seconds)
         runtime = load_model(out, providers=["CPUExecutionProvider"], intra_op_threads=1)
         f, p, rng = frame[0].numpy(), prev[0].numpy(), np.random.default_rng(0)
-        lat["ORT tick: act + steps_to_go"] = _latency_ms(
+        lat["ORT tick: act + steps_to_go"] = latency_ms(
             lambda: (runtime.act(f, p, instruction, rng), runtime.steps_to_go(f, p, instruction)), args.seconds)
         for name, t in lat.items():
             rows.append((f"{name}, B=1, 1 core", "ms p50 / p99", t))

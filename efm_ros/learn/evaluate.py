@@ -386,6 +386,22 @@ def evaluate_policy(model_dir: str | Path, episodes: int, seed: int = 0, *,
 # Report: files and plots
 
 
+COMPARISON_SEED = 77_000
+"""first seed of the fixed evaluation episodes of every before/after comparison (the experiments,
+the Stage-2 ladder, ``make demo``): disjoint from the demonstration, practice and calibration seeds"""
+
+
+def success_on_fixed_episodes(model_dir: str | Path, episodes: int, workers: int = 1, progress: bool = False,
+                              **robot) -> dict:
+    """The one evaluation protocol of every before/after comparison: ground-truth success on
+    ``episodes`` fixed episodes from :data:`COMPARISON_SEED`, sampled actions, Wilson 95 % CI.
+    robot: the robot's keyword arguments (families, variant)."""
+    r = evaluate_policy(model_dir, episodes, seed=COMPARISON_SEED, workers=workers, progress=progress, **robot)
+    gt = r["ground_truth"]
+    return {"success": gt["success_rate"], "ci95": gt["ci95"], "episodes": gt["episodes"],
+            "mean_length": gt["mean_length"], "model": str(model_dir)}
+
+
 def write_report(result: dict, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
     """Write summary.json, episodes.csv, traces.npz and (``plots``) PNGs into ``out_dir``."""
     out = Path(out_dir)

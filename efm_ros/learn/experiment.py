@@ -17,7 +17,7 @@ rm-ablation (Figure 4 left): SI from the same SFT(n) policy with a reward model 
   backbone was pretrained (ImageNet) vs randomly initialised.
 
 Every number is ground-truth success (95 % Wilson interval) on the same fixed evaluation seeds,
-from :func:`efm_ros.learn.evaluate.evaluate_policy`. Results: ``OUT/results.json`` and
+from :func:`efm_ros.learn.evaluate.success_on_fixed_episodes` (as `make demo`). Results: ``OUT/results.json`` and
 ``OUT/results.md`` (a table) and ``OUT/results.png``.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import math
 import time
 from pathlib import Path
 
-EVAL_SEED = 77_000  # fixed evaluation seeds, disjoint from demo, practice and calibration seeds
+from efm_ros.learn.evaluate import success_on_fixed_episodes as evaluate  # the one evaluation protocol
 
 
 def _train_and_export(demos: Path, n: int, seed: int, out: Path, *, steps: int, random_init: bool = False,
@@ -64,23 +64,26 @@ def _stage1_summary(model_dir: Path) -> dict:
             "success_threshold": meta.get("success_threshold"), "success_k": meta.get("success_k")}
 
 
-def _evaluate(model_dir: Path, episodes: int, workers: int, **kwargs) -> dict:
-    from efm_ros.learn.evaluate import evaluate_policy
-
-    r = evaluate_policy(model_dir, episodes, seed=EVAL_SEED, workers=workers, progress=False, **kwargs)
-    gt = r["ground_truth"]
-    return {"success": gt["success_rate"], "ci95": gt["ci95"], "episodes": gt["episodes"],
-            "mean_length": gt["mean_length"], "model": str(model_dir)}
-
-
-def _practise(policy: Path, reward: Path, out: Path, budget: int, seed: int, workers: int, robot_kwargs=None,
-              lr: float | None = None, audit_model: Path | None = None) -> dict:
+def improve_config(args, seed: int):
+    """The Stage-2 configuration of one seed of an experiment: ImproveConfig's defaults, then
+    ``--lr``, ``--audit-model`` and any field given in ``--improve`` (JSON), so that every Stage-2
+    parameter is reachable from every experiment."""
     from efm_ros.learn.improve import ImproveConfig
+
+    extra = json.loads(getattr(args, "improve", "") or "{}")
+    unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(ImproveConfig)})
+    if unknown:
+        raise SystemExit(f"efm-ros experiment: --improve has unknown ImproveConfig fields {unknown}")
+    return ImproveConfig(seed=seed, **({"lr": args.lr} if getattr(args, "lr", None) else {}),
+                         **({"audit_model": str(args.audit_model)} if getattr(args, "audit_model", None) else {}),
+                         **extra)
+
+
+def _practise(policy: Path, reward: Path, out: Path, budget: int, seed: int, workers: int, robot_kwargs, args) -> dict:
     from efm_ros.learn.practice import practise_sim
 
-    cfg = ImproveConfig(seed=seed, **({"lr": lr} if lr else {}), **({"audit_model": str(audit_model)} if audit_model else {}))
-    res = practise_sim(policy, reward, out, episode_budget=budget, config=cfg, workers=workers, seed=seed,
-                       robot_kwargs=robot_kwargs)
+    res = practise_sim(policy, reward, out, episode_budget=budget, config=improve_config(args, seed), workers=workers,
+                       seed=seed, robot_kwargs=robot_kwargs)
     return {"episodes": res.episodes, "iterations": res.iterations, "seconds": res.seconds,
             "best": str(res.best_version_dir) if res.best_version_dir else None, "final": str(res.final_version_dir)}
 
@@ -96,13 +99,12 @@ def figure3(args) -> dict:
         large = _train_and_export(args.demos, 8 * args.n, seed, sd / "bc_8n", steps=args.steps_large or args.steps,
                                   threads=args.threads, cache_dir=args.cache_dir)
         budget = max(1, math.floor(args.si_fraction * args.n))
-        si = _practise(small, small, sd / "si", budget, seed, args.workers, {"families": ["block2block"]}, args.lr,
-                       args.audit_model)
-        row = {"BC(n)": _evaluate(small, args.eval_episodes, args.workers, families=["block2block"]),
-               "BC(8n)": _evaluate(large, args.eval_episodes, args.workers, families=["block2block"]),
+        si = _practise(small, small, sd / "si", budget, seed, args.workers, {"families": ["block2block"]}, args)
+        row = {"BC(n)": evaluate(small, args.eval_episodes, args.workers, families=["block2block"]),
+               "BC(8n)": evaluate(large, args.eval_episodes, args.workers, families=["block2block"]),
                "practice": si, "stage1": {"n": _stage1_summary(small), "8n": _stage1_summary(large)}}
         if si["best"]:
-            row["SFT(n)+SI"] = _evaluate(Path(si["best"]), args.eval_episodes, args.workers, families=["block2block"])
+            row["SFT(n)+SI"] = evaluate(Path(si["best"]), args.eval_episodes, args.workers, families=["block2block"])
         row["seconds"] = time.monotonic() - t0
         results["seeds"][str(seed)] = row
         _write(out, results, ("BC(n)", "BC(8n)", "SFT(n)+SI"), "Figure 3 analogue: Block2Block ground-truth success")
@@ -132,10 +134,10 @@ def novel(args) -> dict:
     results = {"seeds": {}, "eval_episodes": args.eval_episodes}
     for seed in args.seeds:
         si = _practise(base, base, out / f"seed{seed}" / "si", args.episodes, seed, args.workers,
-                       {"variant": "novel_bar"}, args.lr, args.audit_model)
-        row = {"before": _evaluate(base, args.eval_episodes, args.workers, variant="novel_bar"), "practice": si}
+                       {"variant": "novel_bar"}, args)
+        row = {"before": evaluate(base, args.eval_episodes, args.workers, variant="novel_bar"), "practice": si}
         if si["best"]:
-            row["after"] = _evaluate(Path(si["best"]), args.eval_episodes, args.workers, variant="novel_bar")
+            row["after"] = evaluate(Path(si["best"]), args.eval_episodes, args.workers, variant="novel_bar")
         results["seeds"][str(seed)] = row
         _write(out, results, ("before", "after"), "Novel object (bar, never demonstrated): ground-truth success")
     return results
@@ -151,14 +153,14 @@ def rm_ablation(args) -> dict:
                                    cache_dir=args.cache_dir)
         scratch = _train_and_export(args.demos, args.n, seed, sd / "random_init", steps=args.steps, random_init=True,
                                     threads=args.threads, cache_dir=args.cache_dir)
-        row = {"SFT(n)": _evaluate(policy, args.eval_episodes, args.workers, families=["block2block"]),
+        row = {"SFT(n)": evaluate(policy, args.eval_episodes, args.workers, families=["block2block"]),
                "stage1": {"pretrained": _stage1_summary(policy), "random_init": _stage1_summary(scratch)}}
         for name, rm in (("SI, pretrained RM", policy), ("SI, random-init RM", scratch)):
             si = _practise(policy, rm, sd / name.replace(" ", "_").replace(",", ""), budget, seed, args.workers,
-                           {"families": ["block2block"]}, args.lr, args.audit_model)
+                           {"families": ["block2block"]}, args)
             row[f"practice {name}"] = si
             if si["best"]:
-                row[name] = _evaluate(Path(si["best"]), args.eval_episodes, args.workers, families=["block2block"])
+                row[name] = evaluate(Path(si["best"]), args.eval_episodes, args.workers, families=["block2block"])
         results["seeds"][str(seed)] = row
         _write(out, results, ("SFT(n)", "SI, pretrained RM", "SI, random-init RM"),
                "Reward-model pretraining ablation: Block2Block ground-truth success")
@@ -196,11 +198,9 @@ def ladder(args) -> dict:
     the termination each either the learned model's or the PRIVILEGED oracle's (learn.oracle):
     success before -> chosen without ground truth -> last, with CIs, and per-iteration entropy,
     returns and gradient norms. Writes OUT/results.json, and with --record one entry of the ladder JSON."""
-    from efm_ros.learn.improve import ImproveConfig
-
     results = {}
     for seed in args.seeds:
-        improve = ImproveConfig(seed=seed, **({"lr": args.lr} if args.lr else {}), **json.loads(args.improve or "{}"))
+        improve = improve_config(args, seed)
         sd = Path(args.out) / f"seed{seed}"
         if args.rung == "pointmass":
             from efm_ros.learn.pointmass import PointmassConfig, run
@@ -218,8 +218,8 @@ def ladder(args) -> dict:
         res = practise_sim(args.model, args.model, sd / "si", episode_budget=args.episodes, config=improve,
                            workers=args.workers, seed=seed, robot_kwargs=b2b, oracle=args.oracle,
                            oracle_reward=oracle_reward, oracle_termination=oracle_termination)
-        row = {"before": _evaluate(Path(args.model), args.eval_episodes, args.workers, families=["block2block"]),
-               "last": _evaluate(res.final_version_dir, args.eval_episodes, args.workers, families=["block2block"]),
+        row = {"before": evaluate(Path(args.model), args.eval_episodes, args.workers, families=["block2block"]),
+               "last": evaluate(res.final_version_dir, args.eval_episodes, args.workers, families=["block2block"]),
                "iterations": res.iterations, "episodes": res.episodes,
                "history": [{k: h.get(k) for k in ("iteration", "version", "episodes", "gt_reached_rate",
                                                  "detector_success_rate", "episode_length", "policy_entropy",
@@ -227,7 +227,7 @@ def ladder(args) -> dict:
                                                  "grad_norm", "grad_norm_max", "kl_update_mean", "kl_update_max", "loss")}
                            for h in res.history]}
         if res.best_version_dir is not None:
-            row["chosen"] = _evaluate(res.best_version_dir, args.eval_episodes, args.workers, families=["block2block"])
+            row["chosen"] = evaluate(res.best_version_dir, args.eval_episodes, args.workers, families=["block2block"])
             row["chosen"]["version"] = json.loads((sd / "si" / "best.json").read_text())["version"]
         row["seconds"] = time.monotonic() - t0
         results[str(seed)] = row
@@ -315,7 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
     lad.add_argument("--demos-count", type=int, default=10_000, help="PD demonstrations (notebook: 10,000)")
     lad.add_argument("--sft-steps", type=int, default=20_000, help="Stage-1 steps at batch 256")
     lad.add_argument("--si-transitions", type=int, default=131_072, help="Stage-2 budget (notebook: 131,072)")
-    lad.add_argument("--improve", default="", help='ImproveConfig overrides as JSON, e.g. \'{"returns": "standardise"}\'')
     lad.add_argument("--threads", type=int, default=0)
     lad.add_argument("--record", default="", help="also write this rung into a ladder JSON (docs/results/ladder.json)")
     n = sub.add_parser("novel")
@@ -327,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--eval-episodes", type=int, default=100)
         s.add_argument("--workers", type=int, default=2)
         s.add_argument("--lr", type=float, default=None, help="Stage-2 learning rate (default ImproveConfig.lr)")
+        s.add_argument("--improve", default="", help='any other Stage-2 parameter: ImproveConfig fields as JSON, '
+                       'e.g. \'{"gamma": 0.0, "train_layers": "tilt"}\'')
         s.add_argument("--audit-model", type=Path, default=None,
                        help="independent steps-to-go model for choosing the best version (ImproveConfig.audit_model)")
     return p

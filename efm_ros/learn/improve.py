@@ -90,8 +90,10 @@ class ImproveConfig:
     train_layers: str = "all"
     """which part of the head Stage 2 trains: "all" (every head layer; the paper trains all but the
     ViT), "mlp" (only the MLP, instruction projection and action head: the perception layers
-    before them, e.g. the keypoint convolutions, stay as Stage 1 left them) or "action_head"
-    (only the final linear layer): :data:`TRAIN_LAYERS`"""
+    before them, e.g. the keypoint convolutions, stay as Stage 1 left them), "action_head"
+    (only the final linear layer) or "tilt" (only an exponential tilt of each action dimension's
+    categorical, :class:`ActionTilt`; folded into the action head after every step):
+    :data:`TRAIN_LAYERS`"""
     returns: str = "paper"
     """how the Monte-Carlo returns enter the loss (:data:`RETURN_TRANSFORMS`): "paper" = R_t as is;
     a named departure (e.g. "standardise") must be justified by the ladder (docs/results.md)"""
@@ -157,7 +159,55 @@ TRAIN_LAYERS: dict[str, tuple[str, ...] | None] = {
     "all": None,
     "mlp": ("mlp.", "action_head.", "text_proj."),
     "action_head": ("action_head.",),
+    "tilt": (),   # no trunk parameter: the learner trains an ActionTilt instead
 }
+
+
+class ActionTilt(nn.Module):
+    """Stage 2 trains only a state-dependent exponential tilt of each action dimension's categorical
+    (``train_layers: "tilt"``, a departure; docs/results.md, rung a):
+
+        logit_{d,k}(s) += Σ_j φ_j(c_k) · β_{d,j}(s),   β_{d,j}(s) = V_{d,j} · [h(s), 1],
+
+    with c_k the bin centres scaled to [−1, 1], φ_1 = c (shifts the mean) and φ_2 = c² (sharpens
+    or widens), both centred over the bins, and h the action head's input. It is the action head's
+    update restricted to a subspace of D·2·(H+1) parameters (1,028 for 2 dimensions and H = 256,
+    against 10,794 for the whole head), the directions in which a return moves an ordinal action
+    distribution; the REINFORCE estimator is the paper's. Because the tilt is linear in [h, 1],
+    :meth:`fold` adds it to the action head's weight and bias exactly and zeroes V, after every
+    optimiser step: the policy stays a plain EFM (same export, same ONNX graph), and Adam's
+    moments keep their meaning (the gradient w.r.t. V is the same function of the state)."""
+
+    def __init__(self, action_head: nn.Linear, action_shape: tuple[int, int], centers):
+        super().__init__()
+        dims, bins = action_shape
+        if action_head.out_features != dims * bins:
+            raise ValueError(f"action head has {action_head.out_features} outputs, not {dims}·{bins}")
+        c = torch.as_tensor(np.asarray(centers, np.float64))
+        c = (c - (c.max() + c.min()) / 2) / ((c.max() - c.min()) / 2 + 1e-12)     # [−1, 1]
+        phi = torch.stack([c - c.mean(), c ** 2 - (c ** 2).mean()], 1).float()      # (K, 2)
+        self.register_buffer("phi", phi)
+        self.head, self.dims, self.bins = action_head, dims, bins
+        self.V = nn.Parameter(torch.zeros(dims, phi.shape[1], action_head.in_features + 1))
+
+    def delta(self) -> torch.Tensor:
+        """The tilt as an addition to [weight | bias] of the action head: (D·K, H + 1)."""
+        return torch.einsum("kj,djh->dkh", self.phi, self.V).reshape(self.dims * self.bins, -1)
+
+    def _hook(self, module, inputs, out):
+        dw = self.delta()
+        return out + inputs[0] @ dw[:, :-1].T + dw[:, -1]
+
+    def attach(self):
+        """Add the tilt to the action head's output (a removable forward hook)."""
+        return self.head.register_forward_hook(self._hook)
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        dw = self.delta()
+        self.head.weight += dw[:, :-1]
+        self.head.bias += dw[:, -1]
+        self.V.zero_()
 
 
 class ReinforceLearner:
@@ -178,6 +228,10 @@ class ReinforceLearner:
             keep = TRAIN_LAYERS[config.train_layers] is None or name.startswith(TRAIN_LAYERS[config.train_layers])
             p.requires_grad_(keep and not name.startswith("stg_head."))
         self.head = _Head(policy)
+        self.tilt = None
+        if config.train_layers == "tilt":
+            self.tilt = self.head.tilt = ActionTilt(policy.trunk.action_head, policy.trunk.action_shape,
+                                                    policy.config.action_spec.centers)
         self.module = self.head
         if _dist():
             from torch.nn.parallel import DistributedDataParallel
@@ -194,6 +248,16 @@ class ReinforceLearner:
         batches = minibatch_indices(n, cfg.updates, cfg.batch_size, self.rng)  # same on every rank (same seed)
         returns = RETURN_TRANSFORMS[cfg.returns](np.asarray(data["returns"], np.float64)).astype(np.float32)
         t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in {**data, "returns": returns}.items()}
+        hook = self.tilt.attach() if self.tilt is not None else None
+        try:
+            return self._update(t, batches, data)
+        finally:
+            if hook is not None:
+                hook.remove()
+
+    def _update(self, t: dict, batches: list, data: dict) -> dict:
+        cfg = self.config
+        n = len(data["tokens"])
         acting = self._logits_of_all(t)   # π of the version that acted, before this update
         losses, entropies, norms = [], [], []
         for idx in batches:
@@ -210,6 +274,8 @@ class ReinforceLearner:
                     torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
             norms.append(float(norm))
             self.optimizer.step()
+            if self.tilt is not None:
+                self.tilt.fold()
             losses.append(float(loss.detach()))
             entropies.append(float(action_entropy(logits.detach()).mean()))
         raw = np.asarray(data["returns"], np.float64)

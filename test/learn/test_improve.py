@@ -178,6 +178,16 @@ def test_audit_model_scores_every_episode(tmp_path, sim_model_dir, episodes_dir)
     assert json.loads((tmp_path / "si" / "best.json").read_text())["measure"].startswith("audit model progress")
 
 
+def _random_buffer(policy, n: int, return_scale: float = 1.0) -> dict:
+    """n transitions of random features, instruction embeddings, tokens and returns (seed 0)."""
+    rng = np.random.default_rng(0)
+    shape = policy.feature_shape
+    return {"features_cur": rng.normal(size=(n, *shape)).astype(np.float32),
+            "features_prev": rng.normal(size=(n, *shape)).astype(np.float32),
+            "text": rng.normal(size=(n, 384)).astype(np.float32),
+            "tokens": rng.integers(0, 21, (n, 2)), "returns": return_scale * rng.normal(size=n).astype(np.float32)}
+
+
 @pytest.mark.parametrize("layers, trained", [("mlp", {"mlp", "action_head", "text_proj"}),
                                               ("action_head", {"action_head"})])
 def test_train_layers_leave_the_other_layers_as_stage1_left_them(sim_model_dir, layers, trained):
@@ -186,16 +196,44 @@ def test_train_layers_leave_the_other_layers_as_stage1_left_them(sim_model_dir, 
     policy, _ = load_model_checkpoints(sim_model_dir)
     before = {k: v.clone() for k, v in policy.trunk.state_dict().items()}
     learner = ReinforceLearner(policy, ImproveConfig(updates=1, batch_size=8, train_layers=layers, lr=1e-2))
-    shape = policy.feature_shape
-    rng = np.random.default_rng(0)
-    data = {"features_cur": rng.normal(size=(8, *shape)).astype(np.float32),
-            "features_prev": rng.normal(size=(8, *shape)).astype(np.float32),
-            "text": rng.normal(size=(8, 384)).astype(np.float32),
-            "tokens": rng.integers(0, 21, (8, 2)), "returns": rng.normal(size=8).astype(np.float32)}
+    data = _random_buffer(policy, 8)
     learner.update(data)
     after = policy.trunk.state_dict()
     changed = {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])}
     assert changed and changed <= trained and "action_head" in changed, changed
+
+
+def test_the_tilt_moves_only_the_action_head_within_its_subspace_and_folds_exactly(sim_model_dir):
+    """train_layers "tilt" (a departure): only the action head changes, by ΔW whose bins lie in the
+    span of (c, c²) of the bin centres; the folded head computes what the hooked one did."""
+    from efm_ros.learn.improve import ActionTilt, ReinforceLearner
+
+    policy, _ = load_model_checkpoints(sim_model_dir)
+    before = {k: v.clone() for k, v in policy.trunk.state_dict().items()}
+    learner = ReinforceLearner(policy, ImproveConfig(updates=2, batch_size=8, train_layers="tilt", lr=1e-2))
+    data = _random_buffer(policy, 16)
+    stats = learner.update(data)
+    assert stats["kl_update_mean"] > 0
+    after = policy.trunk.state_dict()
+    assert {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])} == {"action_head"}
+    assert not learner.tilt.V.any() and not policy.trunk.action_head._forward_hooks   # folded, detached
+    dims, bins = policy.trunk.action_shape
+    dw = torch.cat([after["action_head.weight"] - before["action_head.weight"],
+                    (after["action_head.bias"] - before["action_head.bias"])[:, None]], 1).reshape(dims, bins, -1)
+    phi = learner.tilt.phi.double()
+    proj = phi @ torch.linalg.pinv(phi)                                   # onto span(c, c²) over the bins
+    resid = dw.double() - torch.einsum("kl,dlh->dkh", proj, dw.double())
+    assert resid.abs().max() < 1e-5 * dw.abs().max() and dw.abs().max() > 0
+
+    tilt = ActionTilt(policy.trunk.action_head, (dims, bins), policy.config.action_spec.centers)
+    with torch.no_grad():
+        tilt.V.normal_()
+        x = [torch.from_numpy(data[k][:4]).float() for k in ("features_cur", "features_prev", "text")]
+        hook = tilt.attach()
+        hooked = policy.head(*x)[0]
+        hook.remove()
+        tilt.fold()
+        torch.testing.assert_close(policy.head(*x)[0], hooked, rtol=1e-4, atol=1e-4)
 
 
 def test_the_trust_region_keeps_the_update_near_the_acting_policy(sim_model_dir):
@@ -206,12 +244,7 @@ def test_the_trust_region_keeps_the_update_near_the_acting_policy(sim_model_dir)
     moved = {}
     for beta in (0.0, 10.0):
         policy, _ = load_model_checkpoints(sim_model_dir)
-        shape = policy.feature_shape
-        rng = np.random.default_rng(0)
-        data = {"features_cur": rng.normal(size=(64, *shape)).astype(np.float32),
-                "features_prev": rng.normal(size=(64, *shape)).astype(np.float32),
-                "text": rng.normal(size=(64, 384)).astype(np.float32),
-                "tokens": rng.integers(0, 21, (64, 2)), "returns": 5 * rng.normal(size=64).astype(np.float32)}
+        data = _random_buffer(policy, 64, return_scale=5.0)
         stats = ReinforceLearner(policy, ImproveConfig(updates=4, batch_size=16, lr=3e-3, kl_coef=beta)).update(data)
         moved[beta] = stats["kl_update_mean"]
         assert stats["kl_update_max"] >= stats["kl_update_mean"] > 0
