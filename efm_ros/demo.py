@@ -75,7 +75,7 @@ def practise(args, run: Path) -> None:
     episodes = run / "episodes"
     exe = [sys.executable, "-m", "efm_ros.cli"]
     trainer = subprocess.Popen([*exe, "improve", "--episodes-dir", str(episodes), "--policy", str(args.model),
-                                "--reward-model", str(args.model), "--out", str(run / "si"),
+                                "--reward-model", str(args.model), "--out", str(run / "si"), "--coordinate",
                                 *args.improve_args.split()], env=env, stdout=open(run / "improve.log", "w"),
                                stderr=subprocess.STDOUT)
     graph = subprocess.Popen([*exe, "up", "--robots", str(args.robots), "--model", str(args.model),
@@ -108,6 +108,25 @@ def practise(args, run: Path) -> None:
         _stop(trainer, "trainer")
 
 
+def fleet_summary(si: Path) -> str:
+    """The coordinated fleet's use of robot time, from the trainer's RUN/fleet.json: the share of
+    episodes discarded at a version switch (off-policy) and the share of time the fleet practised."""
+    path = si / "fleet.json"
+    if not path.exists():
+        return ""
+    log = json.loads(path.read_text())
+    if not log:
+        return ""
+    counts = log[-1]["counts"]
+    read = sum(v for k, v in counts.items() if k.startswith("episodes_"))
+    off = counts.get("episodes_off_policy", 0)
+    switch = [e["switch_s"] for e in log]
+    return (f"Fleet: {len(log)} coordinated updates; episodes discarded at a version switch: {off} of {read} "
+            f"({off / max(read, 1):.0%}); time practising (not paused for an update): {1 - log[-1]['paused_share']:.0%}; "
+            f"version switch {min(switch):.2f}–{max(switch):.2f} s"
+            + (f"; unresponsive robots: {', '.join(log[-1]['unresponsive'])}" if log[-1]["unresponsive"] else ""))
+
+
 def report(run: Path, before: dict, after: dict[str, dict]) -> str:
     import matplotlib
 
@@ -121,6 +140,9 @@ def report(run: Path, before: dict, after: dict[str, dict]) -> str:
         length = r.get("mean_length")
         lines.append(f"| {name} | {r['success']:.1%} | {lo:.1%}–{hi:.1%} | "
                      f"{'n/a' if length is None else f'{length:.1f}'} |")
+    fleet = fleet_summary(run / "si")
+    if fleet:
+        lines += ["", fleet]
     table = "\n".join(lines)
     metrics = _metrics(run / "si")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))

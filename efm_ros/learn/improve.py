@@ -584,6 +584,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ros", choices=("auto", "on", "off"), default="auto",
                    help="publish each iteration on improve/metrics and /diagnostics (auto: when rclpy and the "
                         "efm_ros interfaces import); ROS arguments go after --ros-args")
+    p.add_argument("--coordinate", action="store_true",
+                   help="coordinate the fleet (paper §2.5; needs ROS): PAUSE on /fleet/command when the buffer is "
+                        "full, update once every robot has paused and its last episode's bag is read, then "
+                        "PRACTISE with the new version (each robot starts again once its policy acts with it)")
+    p.add_argument("--fleet-timeout-s", type=float, default=3.0,
+                   help="a robot whose /fleet/status is older than this is unresponsive: reported, never waited for")
+    p.add_argument("--pause-timeout-s", type=float, default=30.0,
+                   help="longest wait for the fleet to pause (in-flight episodes end by T_max) or to swap")
     for f in dataclasses.fields(ImproveConfig):
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
                        help=f"ImproveConfig.{f.name} (default {f.default})")
@@ -604,6 +612,79 @@ def config_from_args(args) -> ImproveConfig:
         if v is not None:
             values[f.name] = v
     return ImproveConfig(**values)
+
+
+class _FleetLoop:
+    """The trainer's half of the fleet coordinator (efm_ros.control.coordinator) around each update.
+    Waits are bounded (``--pause-timeout-s``) and robots that stop answering are reported, never
+    waited for. Writes RUN/fleet.json: per update, paused and switch time and who was waited for."""
+
+    def __init__(self, ros, imp, args):
+        from efm_ros.control.coordinator import FleetCoordinator
+
+        if ros is None:
+            raise SystemExit("efm-ros improve: --coordinate needs ROS (rclpy and the efm_ros interfaces)")
+        self.ros, self.imp, self.args = ros, imp, args
+        self.coordinator = FleetCoordinator(status_timeout_s=args.fleet_timeout_s)
+        ros.coordinate(self.coordinator)
+        self.log: list[dict] = []
+        self.t0 = time.monotonic()
+        with ros.fleet() as c:
+            cmd = c.resume(imp.version, time.monotonic())
+        ros.command(*cmd)
+        self._entry: dict = {}
+
+    def _wait(self, check, what: str) -> tuple[float, list[str]]:
+        start = time.monotonic()
+        while True:
+            self.imp.ingest_dir(self.args.episodes_dir)
+            now = time.monotonic()
+            with self.ros.fleet() as c:
+                done, waiting = check(c, now)
+            if done or now - start > self.args.pause_timeout_s:
+                if not done:
+                    print(f"fleet: {what}: gave up after {self.args.pause_timeout_s:g} s waiting for {waiting}", flush=True)
+                return now - start, ([] if done else waiting)
+            time.sleep(0.05)
+
+    def pause_and_settle(self) -> None:
+        # robots announce themselves once a second after taking the first command: give every live
+        # robot (and DDS discovery) one fleet timeout to be heard before the first pause counts them
+        while time.monotonic() - self.t0 < self.args.fleet_timeout_s:
+            time.sleep(0.1)
+        now = time.monotonic()
+        with self.ros.fleet() as c:
+            cmd = c.pause(now)
+            robots = c.responsive(now)
+        self.ros.command(*cmd, values={"robots": len(robots)})
+        print(f"fleet: PAUSE {cmd[0]} for iteration {self.imp.iteration + 1}: waiting for {robots}", flush=True)
+        settle_s, waited = self._wait(lambda c, t: c.settled(t, self.imp.seen), "pause")
+        with self.ros.fleet() as c:
+            unresponsive = c.unresponsive(time.monotonic())
+        self._entry = {"iteration": self.imp.iteration + 1, "robots": robots, "settle_s": round(settle_s, 3),
+                       "not_settled": waited, "unresponsive": unresponsive, "transitions": len(self.imp.buffer)}
+
+    def resume_and_swap(self, row: dict) -> None:
+        t_update_end = time.monotonic()
+        with self.ros.fleet() as c:
+            cmd = c.resume(self.imp.version, t_update_end)
+        self.ros.command(*cmd)
+        switch_s, waited = self._wait(lambda c, t: c.swapped(self.imp.version, t), "swap")
+        with self.ros.fleet() as c:
+            now = time.monotonic()
+            unresponsive = sorted(set(self._entry.get("unresponsive", [])) | set(c.unresponsive(now)))
+            paused_total = c.paused_s
+        entry = {**self._entry, "version": self.imp.version, "switch_s": round(switch_s, 3), "not_swapped": waited,
+                 "unresponsive": unresponsive, "paused_total_s": round(paused_total, 3),
+                 "paused_share": round(paused_total / max(now - self.t0, 1e-9), 4), "counts": dict(self.imp.counts)}
+        self.log.append(entry)
+        (self.imp.out / "fleet.json").write_text(json.dumps(self.log, indent=1))
+        warn = f"unresponsive: {', '.join(unresponsive)}" if unresponsive else ""
+        self.ros.fleet_status(f"PRACTISE {cmd[0]} {self.imp.version}", warn=warn,
+                              values={k: v for k, v in entry.items() if not isinstance(v, list)})
+        print(f"fleet: iteration {entry['iteration']}: paused {entry['settle_s']:.1f} s to settle, switched to "
+              f"{self.imp.version} in {switch_s:.2f} s" + (f"; unresponsive {unresponsive}" if unresponsive else ""),
+              flush=True)
 
 
 def _metrics_publisher(mode: str, ros_args: list[str]):
@@ -643,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGINT explicitly too: started from a background shell it would be inherited as ignored
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
-    ros = _metrics_publisher(args.ros, ros_args) if rank0 else None
+    ros = _metrics_publisher("on" if args.coordinate else args.ros, ros_args) if rank0 else None
+    fleet = _FleetLoop(ros, imp, args) if args.coordinate and rank0 else None
     if rank0:
         print(f"efm-ros improve: from {imp.version}, reward model {imp.reward.version}, "
               f"N·B = {config.updates}·{config.batch_size}, writing {args.out}/versions", flush=True)
@@ -666,7 +748,11 @@ def main(argv: list[str] | None = None) -> int:
             if not ready:
                 time.sleep(args.poll_s)
                 continue
+            if fleet is not None:
+                fleet.pause_and_settle()          # the in-flight episodes end and are read: none is discarded
             row = imp.publish(imp.update())
+            if fleet is not None:
+                fleet.resume_and_swap(row)
             if rank0:
                 bar.write(f"iteration {row['iteration']}: " + ", ".join(
                     f"{k}={row[k]:.3g}" for k in ("detector_success_rate", "gt_success_rate", "episode_length",

@@ -10,6 +10,12 @@ trainer's ROS face; it publishes, it never decides anything.
   iterations.
 * ``/diagnostics``: the latest iteration's status, once a second like diagnostic_updater (OK; WARN when the detector success rate rises while the
   ground truth, where a simulator has one, does not: the over-optimisation the paper warns about).
+* With ``efm-ros improve --coordinate`` (:meth:`ImproveMetricsPublisher.coordinate`), also the
+  fleet coordinator's transport: commands on ``/fleet/command`` (``efm_ros/FleetCommand``,
+  reliable + transient local, depth 1), the robots' answers from ``/fleet/status``
+  (``efm_ros/FleetStatus``) into a :class:`efm_ros.control.coordinator.FleetCoordinator`, and a
+  "fleet coordinator" entry on ``/diagnostics`` (WARN naming robots that stopped answering).
+  What to do and when is the trainer's loop (``learn.improve.main``); this node carries it.
 
 The node spins in a background thread (parameter and graph services stay responsive) while the
 trainer's loop runs in the main thread.
@@ -110,8 +116,12 @@ class ImproveMetricsPublisher:
 
         with self._lock:
             level, message, values = self._status
+            fleet = getattr(self, "_fleet_diag", None)
         level = DiagnosticStatus.WARN if level == "WARN" else DiagnosticStatus.OK
         self._diag.publish(diagnostic_array(self.node, "self-improvement", level, message, values))
+        if fleet is not None:
+            level = DiagnosticStatus.WARN if fleet[0] == "WARN" else DiagnosticStatus.OK
+            self._diag.publish(diagnostic_array(self.node, "fleet coordinator", level, fleet[1], fleet[2]))
 
     def publish(self, row: dict, *, version: str, reward_model_version: str, best: dict | None,
                 history: list[dict]) -> None:
@@ -126,6 +136,51 @@ class ImproveMetricsPublisher:
             self._status = ("WARN" if warning else "OK", warning or f"iteration {row['iteration']} -> {version}",
                             {k: str(v) for k, v in values.items()})
         self._publish_diagnostics()
+
+    def coordinate(self, coordinator, command_topic: str = "/fleet/command",
+                   status_topic: str = "/fleet/status") -> None:
+        """Carry ``coordinator``'s commands and the robots' status (see the module docstring)."""
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+        from efm_ros.msg import FleetCommand, FleetStatus
+
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.coordinator = coordinator
+        self._command_pub = self.node.create_publisher(FleetCommand, command_topic, latched)
+        self._fleet_diag = ("OK", "no command yet", {})
+
+        def on_status(msg: FleetStatus) -> None:
+            import time as _time
+
+            with self._lock:
+                coordinator.on_status(msg.robot[:256], msg.seq, msg.paused, msg.policy_version[:256],
+                                      msg.last_episode_id[:256], _time.monotonic())
+        self.node.create_subscription(FleetStatus, status_topic, on_status, 50)
+
+    def fleet(self):
+        """The coordinator under the lock the status callback takes: ``with ros.fleet() as c: ...``."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def locked():
+            with self._lock:
+                yield self.coordinator
+        return locked()
+
+    def command(self, seq: int, command: int, version: str, *, values: dict | None = None, warn: str = "") -> None:
+        """Publish one FleetCommand, and what the fleet is doing on /diagnostics."""
+        from efm_ros.msg import FleetCommand
+
+        msg = FleetCommand(seq=int(seq), command=int(command), version=version)
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self._command_pub.publish(msg)
+        self.fleet_status(("PAUSE" if command == FleetCommand.PAUSE else "PRACTISE") + f" {seq}"
+                          + (f" {version}" if version else ""), values=values, warn=warn)
+
+    def fleet_status(self, message: str, *, values: dict | None = None, warn: str = "") -> None:
+        with self._lock:
+            self._fleet_diag = ("WARN" if warn else "OK", f"{message}: {warn}" if warn else message,
+                                {k: str(v) for k, v in (values or {}).items()})
 
     def close(self) -> None:
         import rclpy

@@ -9,6 +9,8 @@ Publishes
                   speed clamped to max_speed_mps; a zero twist = hold still
   /diagnostics    tick rate, camera->action latency p50/p99, stale/skipped/clamped/held counts,
                   model version, swaps, refused versions, faults (1 Hz, in every lifecycle state)
+  policy/version  std_msgs/String (reliable, transient local): the version it acts with, on
+                  configure and after every swap (the fleet coordinator waits for it)
 Subscribes
   camera/image    sensor_msgs/Image rgb8, image_size x image_size (sensor-data QoS; camera node)
   instruction     std_msgs/String (reliable, transient local: the current one on joining)
@@ -153,6 +155,7 @@ class PolicyNode(LifecycleNode):
         self.action_pub = self.create_publisher(PolicyAction, "policy_action", 10)
         self.cmd_pub = self.create_publisher(TwistStamped, "cmd_vel", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.version_pub = self.create_publisher(String, "~/version", LATCHED)
         self.create_subscription(Image, "camera/image", self._on_image, qos_profile_sensor_data, callback_group=inputs)
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=inputs)
         self.create_subscription(EpisodeEvent, "episode_event", self._on_event, EVENTS_QOS, callback_group=inputs)
@@ -197,6 +200,7 @@ class PolicyNode(LifecycleNode):
         self._timer = self.create_timer(1.0 / rate, self._tick, callback_group=self._control_group)
         self._timer.cancel()                     # runs only while active
         swapper.start()
+        self.version_pub.publish(String(data=model.version))
         self._last_fault = ""
         self._state = "inactive"
         self.get_logger().info(f"configured: model {model.version} from {model.model_dir} "
@@ -311,6 +315,7 @@ class PolicyNode(LifecycleNode):
             model, replaced = self.swapper.slot.take()       # the only swap point: between ticks
             if replaced is not None:
                 self.counts["swaps"] += 1
+                self.version_pub.publish(String(data=model.version))
                 self.get_logger().info(f"hot-swapped model {replaced.version} -> {model.version}")
             with self._lock:
                 frame, episode, ended, instruction = self._frame, self._episode, self._ended, self._instruction

@@ -12,6 +12,13 @@ Subscribes
   operator_stop   std_msgs/String — ends the running episode (the data is the reason)
   policy_action   efm_ros/PolicyAction — liveness only: a running episode whose policy stops
                   acting for policy_timeout_s ends with a FAULT "input lost: ..."
+  policy/version  std_msgs/String (latched) — the version the robot's policy node acts with
+  /fleet/command  efm_ros/FleetCommand (``fleet_command_topic``; latched) — the trainer's
+                  coordinator: PAUSE lets the running episode end by the episode rules and starts
+                  no new one; PRACTISE starts again once policy/version is the version it names
+Publishes also
+  /fleet/status   efm_ros/FleetStatus (``fleet_status_topic``) on every change and once a second,
+                  while a coordinator has spoken: paused, the policy's version, the last episode
 Watches
   camera/image (input_timeout_s), policy_action (policy_timeout_s) and the logger's
   subscriptions (wait_for_logger): a silent input ends the running episode with a FAULT, WARN
@@ -38,10 +45,11 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
+from efm_ros.control.coordinator import RobotGate
 from efm_ros.control.episode import INPUT_LOST, EpisodeConfig, EpisodeEventRecord, EpisodeTracker, Event, Phase
 from efm_ros.diagnostics import RollingStats
 from efm_ros.model.runtime import load_model
-from efm_ros.msg import EpisodeEvent, PolicyAction, StepsToGo
+from efm_ros.msg import EpisodeEvent, FleetCommand, FleetStatus, PolicyAction, StepsToGo
 from efm_ros.nodes.common import declare, diagnostic_array, spin_node
 from efm_ros.data.interfaces import MAX_TEXT_CHARS, valid_stamp
 from efm_ros.nodes.images import ImageFormatError, image_to_rgb
@@ -72,6 +80,11 @@ class StepsToGoNode(Node):
                                        "episodes (the graph sets 'logger'): no episode STARTs until it subscribes "
                                        "to episode_event and camera/image in this namespace, so none is lost at "
                                        "start-up; '' = start at once", read_only=True)
+        fleet_command = declare(self, "fleet_command_topic", "/fleet/command", "the trainer's coordinator commands "
+                                "(efm_ros/FleetCommand); '' = not coordinated, episodes follow each other",
+                                read_only=True)
+        fleet_status = declare(self, "fleet_status_topic", "/fleet/status", "where this robot answers the "
+                               "coordinator (efm_ros/FleetStatus)", read_only=True)
         threads = declare(self, "inference_threads", 1, "ONNX Runtime intra-op threads", lo=0, hi=64, read_only=True)
 
         self.model = load_model(model_dir, intra_op_threads=threads)  # verifies manifest.json; raises if corrupt
@@ -95,6 +108,11 @@ class StepsToGoNode(Node):
         self._last_action_t = 0.0                 # arrival of the newest policy_action
         self._next_recorder_check = 0.0
         self._lost = ""                           # what the last episode lost ("" once one ends normally)
+        self.gate = RobotGate()                   # the fleet coordinator's say on new episodes
+        self._policy_version = ""
+        self._last_episode_id = ""
+        self._paused_since: float | None = None
+        self._paused_s = 0.0
 
         self.stg_pub = self.create_publisher(StepsToGo, "steps_to_go", 10)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_event", EVENTS_QOS)
@@ -103,6 +121,12 @@ class StepsToGoNode(Node):
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
         self.create_subscription(String, "operator_stop", self._on_operator_stop, 10)
         self.create_subscription(PolicyAction, "policy_action", self._on_policy_action, 10)
+        self.create_subscription(String, "policy/version", self._on_policy_version, LATCHED)
+        self.status_pub = None
+        if fleet_command:
+            self.status_pub = self.create_publisher(FleetStatus, fleet_status, 10)
+            self.create_subscription(FleetCommand, fleet_command, self._on_fleet_command, LATCHED)
+            self.create_timer(1.0, self._publish_status)
         self.reset_client = self.create_client(Trigger, "reset")
         self.create_timer(0.05, self._poll_reset)
         self.create_timer(0.1, self._watch_inputs)
@@ -117,6 +141,47 @@ class StepsToGoNode(Node):
             self.get_logger().warning(f"rejected an instruction of {len(msg.data)} characters", throttle_duration_sec=1.0)
             return
         self._instruction = msg.data
+
+    def _on_policy_version(self, msg: String) -> None:
+        if len(msg.data) > MAX_TEXT_CHARS:
+            self.stats.counts["rejected_versions"] += 1
+            return
+        changed = msg.data != self._policy_version
+        self._policy_version = msg.data
+        if changed:
+            self._publish_status()
+
+    def _on_fleet_command(self, msg: FleetCommand) -> None:
+        try:
+            taken = self.gate.on_command(msg.seq, msg.command, msg.version[:MAX_TEXT_CHARS])
+        except ValueError as exc:
+            self.stats.counts["rejected_fleet_commands"] += 1
+            self.get_logger().warning(f"rejected fleet command: {exc}", throttle_duration_sec=1.0)
+            return
+        if taken:
+            self.get_logger().info(f"fleet command {msg.seq}: " + ("PAUSE (the running episode ends by the episode "
+                                   "rules, none starts)" if msg.command == FleetCommand.PAUSE else
+                                   f"PRACTISE with {msg.version or 'the current version'}"))
+            self._publish_status()
+
+    def _paused(self) -> bool:
+        """No episode running, and the coordinator does not let one start."""
+        return self.tracker.phase is not Phase.RUNNING and not self.gate.may_start(self._policy_version)
+
+    def _publish_status(self) -> None:
+        if self.status_pub is None or self.gate.seq == 0:   # no coordinator has spoken
+            return
+        paused = self._paused()
+        now = time.monotonic()
+        if paused and self._paused_since is None:
+            self._paused_since = now
+        elif not paused and self._paused_since is not None:
+            self._paused_s += now - self._paused_since
+            self._paused_since = None
+        msg = FleetStatus(robot=self.get_namespace(), seq=self.gate.seq, paused=paused,
+                          policy_version=self._policy_version, last_episode_id=self._last_episode_id)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(msg)
 
     def _on_policy_action(self, msg: PolicyAction) -> None:
         self._last_action_t = time.monotonic()   # content unused: the policy is alive and acting
@@ -143,6 +208,9 @@ class StepsToGoNode(Node):
         self._last_frame_t = time.monotonic()
         if self.tracker.phase is Phase.WAITING:
             if not self._instruction:
+                return
+            if not self.gate.may_start(self._policy_version):
+                self.stats.counts["start_paused_by_fleet"] += 1
                 return
             if not self._recorder_ready():
                 self.stats.counts["start_waiting_for_logger"] += 1
@@ -234,11 +302,13 @@ class StepsToGoNode(Node):
 
     def _finish(self, record: EpisodeEventRecord) -> None:
         self.outcomes[record.event.name] += 1
+        self._last_episode_id = record.episode_id
         if not record.reason.startswith(INPUT_LOST):
             self._lost = ""
         self._emit(record)
         self._instruction = ""  # the next episode waits for the instruction published after the reset
         self._request_reset()
+        self._publish_status()
 
     def _request_reset(self) -> None:
         self._accept_after = self.get_clock().now()
@@ -300,6 +370,10 @@ class StepsToGoNode(Node):
                        "model_version": self.model.version, "s": f"{self.config.success_threshold:g}",
                        "k": str(self.config.success_k)})
         values["last_input_lost"] = self._lost
+        if self.status_pub is not None:
+            paused_s = self._paused_s + (time.monotonic() - self._paused_since if self._paused_since is not None else 0.0)
+            values.update({"fleet_command": str(self.gate.seq), "fleet_paused": str(self._paused()).lower(),
+                           "fleet_paused_s": f"{paused_s:.1f}", "policy_version": self._policy_version})
         if self.tracker.phase is Phase.FAULT:
             level, message = DiagnosticStatus.ERROR, f"FAULT: {self._last_fault}"
         elif self._lost:   # until an episode ends normally again

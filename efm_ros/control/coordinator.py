@@ -1,0 +1,113 @@
+"""The fleet coordinator's logic (paper §2.5: the actors pause while the learner updates), without ROS.
+
+The trainer owns a :class:`FleetCoordinator`; its ROS face (``nodes.improve_metrics``) carries
+the commands on ``/fleet/command`` (``efm_ros/FleetCommand``) and the robots' answers on
+``/fleet/status`` (``efm_ros/FleetStatus``, from every robot's steps_to_go node). One update:
+
+1. ``pause()`` when the buffer is full: every robot lets its running episode end by the episode
+   rules (success, timeout; it is on-policy for the version that is being updated) and starts no
+   new one. The arm holds still: the policy acts only inside episodes.
+2. ``settled()`` once every responsive robot reports *paused* for this command and the trainer has
+   seen the bag of the last episode each robot reported ended, so no episode of the old version
+   arrives after the update (nothing is discarded at the switch).
+3. The trainer updates and publishes the new version; ``resume(version)``: every robot starts
+   again only once its own policy node reports that version (a robot never acts on the old one).
+4. ``swapped(version)`` once every responsive robot reports the new version: the switch time.
+
+A robot whose status is older than ``status_timeout_s`` is *unresponsive*: it is reported and
+never holds the fleet up; it joins again when it reports.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PRACTISE, PAUSE = 0, 1
+"""FleetCommand.command values (msg/FleetCommand.msg)"""
+
+
+@dataclass
+class RobotStatus:
+    seq: int
+    paused: bool
+    policy_version: str
+    last_episode_id: str
+    seen_at: float
+
+
+@dataclass
+class FleetCoordinator:
+    status_timeout_s: float = 3.0
+    """a robot silent for longer than this is unresponsive and does not hold the fleet up"""
+    seq: int = 0
+    command: int = PRACTISE
+    version: str = ""
+    robots: dict[str, RobotStatus] = field(default_factory=dict)
+    paused_s: float = 0.0
+    """total time from each pause() to its resume()"""
+    pauses: int = 0
+    _paused_at: float | None = None
+
+    def on_status(self, robot: str, seq: int, paused: bool, policy_version: str, last_episode_id: str,
+                  now: float) -> None:
+        self.robots[robot] = RobotStatus(int(seq), bool(paused), policy_version, last_episode_id, now)
+
+    def responsive(self, now: float) -> list[str]:
+        return sorted(r for r, s in self.robots.items() if now - s.seen_at <= self.status_timeout_s)
+
+    def unresponsive(self, now: float) -> list[str]:
+        return sorted(r for r, s in self.robots.items() if now - s.seen_at > self.status_timeout_s)
+
+    def pause(self, now: float) -> tuple[int, int, str]:
+        """-> (seq, PAUSE, version being updated): the command to publish."""
+        self.seq += 1
+        self.command = PAUSE
+        self.pauses += 1
+        self._paused_at = now
+        return self.seq, PAUSE, self.version
+
+    def resume(self, version: str, now: float) -> tuple[int, int, str]:
+        """-> (seq, PRACTISE, version): practise again, on ``version``."""
+        self.seq += 1
+        self.command, self.version = PRACTISE, version
+        if self._paused_at is not None:
+            self.paused_s += now - self._paused_at
+            self._paused_at = None
+        return self.seq, PRACTISE, version
+
+    def settled(self, now: float, seen_episodes) -> tuple[bool, list[str]]:
+        """(every responsive robot has paused for the current command and its last ended episode
+        is in ``seen_episodes``, the robots still waited for)."""
+        waiting = []
+        for r in self.responsive(now):
+            s = self.robots[r]
+            if s.seq < self.seq or not s.paused or (s.last_episode_id and s.last_episode_id not in seen_episodes):
+                waiting.append(r)
+        return not waiting, waiting
+
+    def swapped(self, version: str, now: float) -> tuple[bool, list[str]]:
+        """(every responsive robot's policy acts with ``version``, the robots that do not yet)."""
+        waiting = [r for r in self.responsive(now) if self.robots[r].policy_version != version]
+        return not waiting, waiting
+
+
+@dataclass
+class RobotGate:
+    """A robot's side (its steps_to_go node): may a new episode START now?"""
+
+    seq: int = 0
+    command: int = PRACTISE
+    version: str = ""
+
+    def on_command(self, seq: int, command: int, version: str) -> bool:
+        """Take a command; False for one already taken or an unknown one. Any other seq is taken
+        (a restarted trainer counts from 1 again; the command topic keeps only the latest)."""
+        if command not in (PRACTISE, PAUSE):
+            raise ValueError(f"unknown fleet command {command}")
+        if int(seq) == self.seq:
+            return False
+        self.seq, self.command, self.version = int(seq), int(command), version
+        return True
+
+    def may_start(self, policy_version: str) -> bool:
+        """Practising, and (once the trainer names a version) the policy acts with that version."""
+        return self.command == PRACTISE and (not self.version or policy_version == self.version)
