@@ -70,13 +70,12 @@ def improve_config(args, seed: int):
     parameter is reachable from every experiment."""
     from efm_ros.learn.improve import ImproveConfig
 
-    extra = json.loads(getattr(args, "improve", "") or "{}")
+    extra = json.loads(args.improve or "{}")
     unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(ImproveConfig)})
     if unknown:
         raise SystemExit(f"efm-ros experiment: --improve has unknown ImproveConfig fields {unknown}")
-    return ImproveConfig(seed=seed, **({"lr": args.lr} if getattr(args, "lr", None) else {}),
-                         **({"audit_model": str(args.audit_model)} if getattr(args, "audit_model", None) else {}),
-                         **extra)
+    return ImproveConfig(seed=seed, **({"lr": args.lr} if args.lr else {}),
+                         **({"audit_model": str(args.audit_model)} if args.audit_model else {}), **extra)
 
 
 def _practise(policy: Path, reward: Path, out: Path, budget: int, seed: int, workers: int, robot_kwargs, args) -> dict:
