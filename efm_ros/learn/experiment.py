@@ -4,6 +4,7 @@
     efm-ros experiment novel     --model models/efm_sft --episodes 200 --out runs/novel
     efm-ros experiment rm-ablation --demos data/demos --n 100 --seeds 0 1 2 --out runs/rm_ablation
     efm-ros experiment ladder --rung pointmass --seeds 0 1 2 --out runs/ladder/pointmass
+    efm-ros experiment ladder --rung state --oracle approach --seeds 0 --out runs/ladder/state
 
 figure3 (Figure 3 analogue), per seed:
   BC(n)       Stage 1 on the first n demonstrations (policy = best BC val loss checkpoint),
@@ -166,6 +167,10 @@ def rm_ablation(args) -> dict:
     return results
 
 
+#: the ladder's rungs on state observations, with their default demonstration counts: the authors'
+#: pointmass (0, the notebook's 10,000) and the table with privileged state ("state": the camera
+#: protocol's n = 800), both Stage 1 and Stage 2 by efm_ros.learn.pointmass
+STATE_RUNGS = {"pointmass": 10_000, "state": 800}
 #: the tabletop rungs of the ladder: (reward from the oracle?, episodes end on the oracle?)
 RUNGS = {"a": (True, True), "b": (False, True), "c": (True, False), "d": (False, False)}
 RUNG_NAMES = {"a": "oracle reward + oracle termination", "b": "learned reward + oracle termination",
@@ -201,13 +206,20 @@ def ladder(args) -> dict:
     for seed in args.seeds:
         improve = improve_config(args, seed)
         sd = Path(args.out) / f"seed{seed}"
-        if args.rung == "pointmass":
+        if args.rung in STATE_RUNGS:
             from efm_ros.learn.pointmass import PointmassConfig, run
 
-            cfg = PointmassConfig(demos=args.demos_count, sft_steps=args.sft_steps, si_transitions=args.si_transitions,
-                                  eval_episodes=args.eval_episodes, seed=seed, improve=improve, threads=args.threads)
-            r = run(cfg, sd)
-            results[str(seed)] = {k: r[k] for k in ("before", "after", "stage1", "seconds")}
+            task, oracle_reward = None, False
+            if args.rung == "state":
+                from efm_ros.learn.tablestate import table_task
+
+                task, oracle_reward = table_task(args.oracle), args.state_reward == "oracle"
+            demos = args.demos_count or STATE_RUNGS[args.rung]
+            cfg = PointmassConfig(demos=demos, sft_steps=args.sft_steps, si_transitions=args.si_transitions,
+                                  eval_episodes=args.eval_episodes, seed=seed, improve=improve, threads=args.threads,
+                                  action_bins=args.action_bins or (41 if args.rung == "pointmass" else 21))
+            r = run(cfg, sd, task=task, oracle_reward=oracle_reward)
+            results[str(seed)] = {k: r[k] for k in ("before", "after", "stage1", "seconds", "history")}
             continue
         from efm_ros.learn.practice import practise_sim
 
@@ -233,6 +245,9 @@ def ladder(args) -> dict:
     out = {"rung": args.rung, "seeds": results}
     if args.rung == "pointmass":
         out["target"] = "SFT ~0.92 -> SI ~1.00, episode length ~69 -> ~13 steps (PAPER.md 4.7)"
+    elif args.rung == "state":
+        out.update({"name": f"table, privileged state: {args.state_reward} reward + oracle termination",
+                    "oracle": args.oracle, "state_reward": args.state_reward, "improve": dataclasses.asdict(improve)})
     else:
         out.update({"name": RUNG_NAMES[args.rung], "model": str(args.model), "oracle": args.oracle,
                     "practice_episodes": args.episodes, "improve": dataclasses.asdict(improve)})
@@ -241,7 +256,7 @@ def ladder(args) -> dict:
     if args.record:
         _record(args.record, args.rung if args.rung == "pointmass" else f"{args.rung}:{args.tag or 'default'}", out)
     for seed, r in results.items():
-        if args.rung == "pointmass":
+        if args.rung in STATE_RUNGS:
             b, a = r["before"], r["after"]
             print(f"seed {seed}: SFT {b['success']:.1%} ({b['mean_length']:.1f} steps) -> SFT+SI {a['success']:.1%} "
                   f"({a['mean_length']:.1f} steps)", flush=True)
@@ -304,16 +319,23 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--cache-dir", type=Path, default=None,
                        help="Stage-1 feature cache (default DEMOS_features next to the demos)")
     lad = sub.add_parser("ladder", help="the Stage-2 ladder (simulation only); --rung pointmass: the authors' toy")
-    lad.add_argument("--rung", choices=("pointmass", *RUNGS), default="pointmass",
-                     help="pointmass (0) or a-d: " + "; ".join(f"{k} = {v}" for k, v in RUNG_NAMES.items()))
+    lad.add_argument("--rung", choices=(*STATE_RUNGS, *RUNGS), default="pointmass",
+                     help="pointmass (0); state (the table with privileged state observations, oracle termination); "
+                          "or a-d: " + "; ".join(f"{k} = {v}" for k, v in RUNG_NAMES.items()))
     lad.add_argument("--model", type=Path, default=Path("models/efm_sft"), help="rungs a-d: the Stage-1 model (policy and reward)")
     lad.add_argument("--episodes", type=int, default=300, help="rungs a-d: practice episodes")
     lad.add_argument("--oracle", choices=("goal", "approach"), default="goal",
                      help="rungs a-d: privileged d: goal = A (target to goal), approach = B (+ pusher to the block)")
     lad.add_argument("--tag", default="", help="rungs a-d: name of this variant in the ladder JSON")
-    lad.add_argument("--demos-count", type=int, default=10_000, help="PD demonstrations (notebook: 10,000)")
-    lad.add_argument("--sft-steps", type=int, default=20_000, help="Stage-1 steps at batch 256")
-    lad.add_argument("--si-transitions", type=int, default=131_072, help="Stage-2 budget (notebook: 131,072)")
+    lad.add_argument("--demos-count", type=int, default=0,
+                     help="pointmass / state: demonstrations (default: the notebook's 10,000 / the camera protocol's n = 800)")
+    lad.add_argument("--sft-steps", type=int, default=20_000, help="pointmass / state: Stage-1 steps at batch 256")
+    lad.add_argument("--si-transitions", type=int, default=131_072,
+                     help="pointmass / state: Stage-2 budget in transitions (notebook: 131,072)")
+    lad.add_argument("--action-bins", type=int, default=0, help="pointmass / state: bins per action dimension "
+                     "(default 41 / 21: the camera model's)")
+    lad.add_argument("--state-reward", choices=("oracle", "model"), default="oracle",
+                     help="state: the reward is the --oracle d (rung a) or the learned d from state (rung b)")
     lad.add_argument("--threads", type=int, default=0)
     lad.add_argument("--record", default="", help="also write this rung into a ladder JSON (docs/results/ladder.json)")
     n = sub.add_parser("novel")

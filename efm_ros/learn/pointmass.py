@@ -23,6 +23,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,6 +32,30 @@ from efm_ros.sim import pointmass as pm
 
 ACTION_LIMIT = 5e-4
 """action bins span ±ACTION_LIMIT per dimension (the PD demonstrator's largest action is 4.9e-4)"""
+
+
+@dataclass(frozen=True)
+class StateTask:
+    """A task with PRIVILEGED state observations for the state rungs of the ladder.
+
+    ``make_env(n, seed)`` returns ``n`` copies stepped together: ``reset(rows=None) -> obs``,
+    ``observe() -> (n, state_dim) float32``, ``step(actions (n, D))``, ``success() -> (n,) bool``
+    and, optionally, ``oracle_d() -> (n,)`` (a privileged steps-to-go, the oracle reward).
+    ``demonstrations(num, seed)`` returns successful :class:`~efm_ros.sim.pointmass.StateEpisode`.
+    """
+
+    name: str
+    state_dim: int
+    action_limit: float
+    max_steps: int
+    make_env: Callable[[int, int], Any]
+    demonstrations: Callable[[int, int], list]
+
+
+def pointmass_task(waypoints: int = 5) -> StateTask:
+    """The authors' pointmass (rung 0)."""
+    return StateTask("pointmass", pm.STATE_DIM, ACTION_LIMIT, pm.MAX_STEPS, pm.PointMass,
+                     lambda num, seed: pm.demonstrations(num, seed=seed, waypoints=waypoints))
 
 
 @dataclass
@@ -63,17 +88,18 @@ class PointmassConfig:
     progress: bool = True
 
 
-def _model_config(cfg: PointmassConfig, states: np.ndarray):
+def _model_config(cfg: PointmassConfig, states: np.ndarray, task: StateTask | None = None):
     from efm_ros.model.network import EFMConfig
 
-    return EFMConfig(backbone="state", state_dim=pm.STATE_DIM, state_mean=tuple(map(float, states.mean(0))),
+    task = task or pointmass_task(cfg.waypoints)
+    return EFMConfig(backbone="state", state_dim=task.state_dim, state_mean=tuple(map(float, states.mean(0))),
                      state_std=tuple(map(float, states.std(0) + 1e-8)), trunk="mlp", mlp_layers=cfg.mlp_layers,
                      hidden=cfg.hidden, history=False, text_dim=1, dropout=0.0, pretrained=False,
-                     action_dims=2, action_bins=cfg.action_bins, action_low=-ACTION_LIMIT, action_high=ACTION_LIMIT,
-                     stg_bins=50, stg_t_max=pm.MAX_STEPS)
+                     action_dims=2, action_bins=cfg.action_bins, action_low=-task.action_limit,
+                     action_high=task.action_limit, stg_bins=50, stg_t_max=task.max_steps)
 
 
-def stage1(cfg: PointmassConfig, out: Path):
+def stage1(cfg: PointmassConfig, out: Path, task: StateTask | None = None):
     """Demonstrations -> our Stage 1 -> (policy EFM, frozen reward EFM, train summary)."""
     import torch
 
@@ -83,15 +109,16 @@ def stage1(cfg: PointmassConfig, out: Path):
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    demos = pm.demonstrations(cfg.demos, seed=cfg.seed, waypoints=cfg.waypoints)
+    task = task or pointmass_task(cfg.waypoints)
+    demos = task.demonstrations(cfg.demos, cfg.seed)
     states = np.concatenate([e.states for e in demos])
     lengths = np.array([len(e.actions) for e in demos], np.int64)
-    model = EFM(_model_config(cfg, states))
+    model = EFM(_model_config(cfg, states, task))
     bins = model.config.action_spec
     tokens = bins.encode(np.concatenate([e.actions for e in demos]))
     starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]]).astype(np.int64)
-    fs = EpisodeFeatures(features=states, episode_ids=[f"pm_{i:05d}" for i in range(len(demos))],
-                         instructions=["reach the goal"] * len(demos), starts=starts, lengths=lengths, tokens=tokens,
+    fs = EpisodeFeatures(features=states, episode_ids=[f"{task.name}_{i:05d}" for i in range(len(demos))],
+                         instructions=[task.name] * len(demos), starts=starts, lengths=lengths, tokens=tokens,
                          token_starts=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64), meta={})
     text_rows = np.zeros(len(demos), np.int64)
     train_eps, val_eps = split_episodes(len(fs), 0.05, cfg.seed)
@@ -111,16 +138,20 @@ def stage1(cfg: PointmassConfig, out: Path):
     return policy, reward, summary
 
 
-def rollouts(policy, reward, episodes: int, seed: int, envs: int = 64, greedy: bool = False) -> list[dict]:
-    """``episodes`` episodes of ``policy`` (ground-truth termination or 140 steps), each with its
-    states, tokens, the frozen reward model's d on every frame, and ground-truth success."""
+def rollouts(policy, reward, episodes: int, seed: int, envs: int = 64, greedy: bool = False,
+             task: StateTask | None = None) -> list[dict]:
+    """``episodes`` episodes of ``policy`` (ground-truth termination or the task's step limit), each
+    with its states, tokens, the frozen reward model's d on every frame (and the task's oracle d
+    where it has one), and ground-truth success."""
     import torch
 
     from efm_ros.learn.actors import ACTION_STREAM
     from efm_ros.learn.objectives import expected_steps_to_go
 
     rng = np.random.default_rng([seed, ACTION_STREAM])  # action sampling: its own stream
-    env = pm.PointMass(envs, seed)                        # layouts: the env's stream
+    task = task or pointmass_task()
+    env = task.make_env(envs, seed)                       # layouts: the env's stream
+    oracle = getattr(env, "oracle_d", None)
     bins = policy.config.action_spec
     values = torch.from_numpy(reward.config.stg_spec.values)
     text = torch.ones(envs, 1)
@@ -128,7 +159,8 @@ def rollouts(policy, reward, episodes: int, seed: int, envs: int = 64, greedy: b
     obs = env.reset()
     live = np.ones(envs, bool)
     started = envs
-    traj = [{"states": [obs[i]], "tokens": []} for i in range(envs)]
+    od = oracle() if oracle else None
+    traj = [{"states": [obs[i]], "tokens": [], "oracle_d": [od[i]] if oracle else []} for i in range(envs)]
     steps = np.zeros(envs, np.int64)
     with torch.no_grad():
         while len(out) < episodes:
@@ -142,24 +174,29 @@ def rollouts(policy, reward, episodes: int, seed: int, envs: int = 64, greedy: b
                 tok = (p.cumsum(-1) < u).sum(-1).clip(max=bins.num_bins - 1)
             env.step(bins.decode(tok))
             obs = env.observe()
+            od = oracle() if oracle else None
             steps += 1
             success = env.success()
-            ended = (success | (steps >= pm.MAX_STEPS)) & live
+            ended = (success | (steps >= task.max_steps)) & live
             for i in range(envs):
                 if not live[i]:
                     continue
                 traj[i]["tokens"].append(tok[i])
                 traj[i]["states"].append(obs[i])
+                if oracle:
+                    traj[i]["oracle_d"].append(od[i])
                 if ended[i]:
                     s = np.stack(traj[i]["states"])
                     f = reward.backbone_features(torch.from_numpy(s))
                     d = expected_steps_to_go(reward.head(f, f, torch.ones(len(s), 1))[1], values)   # d(o, g)
                     out.append({"states": s, "tokens": np.stack(traj[i]["tokens"]).astype(np.int64),
                                 "d": d.numpy().astype(np.float64), "success": bool(success[i]), "steps": int(steps[i])})
+                    if oracle:
+                        out[-1]["oracle_d"] = np.asarray(traj[i]["oracle_d"], np.float64)
                     if started < episodes:
                         env.reset([i])
                         obs[i] = env.observe()[i]
-                        traj[i] = {"states": [obs[i]], "tokens": []}
+                        traj[i] = {"states": [obs[i]], "tokens": [], "oracle_d": [oracle()[i]] if oracle else []}
                         steps[i] = 0
                         started += 1
                     else:
@@ -176,9 +213,11 @@ def summarise(eps: list[dict]) -> dict:
             "mean_length_successes": float(np.mean([e["steps"] for e in eps if e["success"]])) if wins else None}
 
 
-def stage2(policy, reward, cfg: PointmassConfig, log=print) -> list[dict]:
-    """Our Stage 2 on the pointmass: collect on-policy episodes until the buffer holds N·B
-    transitions, one ReinforceLearner update, repeat until ``si_transitions`` are spent."""
+def stage2(policy, reward, cfg: PointmassConfig, log=print, task: StateTask | None = None,
+           oracle_reward: bool = False) -> list[dict]:
+    """Our Stage 2 on a state task: collect on-policy episodes until the buffer holds N·B
+    transitions, one ReinforceLearner update, repeat until ``si_transitions`` are spent.
+    The reward is the frozen reward model's d, or with ``oracle_reward`` the task's privileged d."""
     from efm_ros.learn.buffer import OnPolicyBuffer
     from efm_ros.learn.improve import ReinforceLearner
     from efm_ros.learn.objectives import episode_returns
@@ -194,10 +233,11 @@ def stage2(policy, reward, cfg: PointmassConfig, log=print) -> list[dict]:
     while spent < cfg.si_transitions:
         eps, first_returns = [], []
         while not buffer.ready(icfg.updates, icfg.batch_size):
-            wave = rollouts(policy, reward, per_wave, seed=cfg.seed * 1_000_003 + 7919 * it + len(eps), envs=min(cfg.envs, per_wave))
+            wave = rollouts(policy, reward, per_wave, seed=cfg.seed * 1_000_003 + 7919 * it + len(eps),
+                            envs=min(cfg.envs, per_wave), task=task)
             for e in wave:
                 T = e["steps"]
-                _, returns = episode_returns(e["d"], icfg.gamma)
+                _, returns = episode_returns(e["oracle_d" if oracle_reward else "d"], icfg.gamma)
                 first_returns.append(float(returns[0]))
                 with torch.no_grad():
                     f = policy.backbone_features(torch.from_numpy(e["states"][:T])).numpy()
@@ -216,7 +256,7 @@ def stage2(policy, reward, cfg: PointmassConfig, log=print) -> list[dict]:
     return history
 
 
-def run(cfg: PointmassConfig, out: str | Path) -> dict:
+def run(cfg: PointmassConfig, out: str | Path, task: StateTask | None = None, oracle_reward: bool = False) -> dict:
     """Stage 1, evaluate, Stage 2, evaluate; writes OUT/results.json and OUT/curves.png."""
     import torch
 
@@ -224,14 +264,15 @@ def run(cfg: PointmassConfig, out: str | Path) -> dict:
         torch.set_num_threads(cfg.threads)
     out = Path(out)
     t0 = time.monotonic()
-    policy, reward, s1 = stage1(cfg, out / "stage1")
+    task = task or pointmass_task(cfg.waypoints)
+    policy, reward, s1 = stage1(cfg, out / "stage1", task)
     eval_seed = 55_000 + cfg.seed
-    before = summarise(rollouts(policy, reward, cfg.eval_episodes, seed=eval_seed, envs=cfg.envs))
-    print(f"pointmass SFT: success {before['success']:.3f}, length {before['mean_length']:.1f}", flush=True)
-    history = stage2(policy, reward, cfg)
-    after = summarise(rollouts(policy, reward, cfg.eval_episodes, seed=eval_seed, envs=cfg.envs))
-    print(f"pointmass SFT+SI: success {after['success']:.3f}, length {after['mean_length']:.1f}", flush=True)
-    res = {"rung": "pointmass", "config": {**dataclasses.asdict(cfg)}, "stage1": s1, "before": before, "after": after,
+    before = summarise(rollouts(policy, reward, cfg.eval_episodes, seed=eval_seed, envs=cfg.envs, task=task))
+    print(f"{task.name} SFT: success {before['success']:.3f}, length {before['mean_length']:.1f}", flush=True)
+    history = stage2(policy, reward, cfg, task=task, oracle_reward=oracle_reward)
+    after = summarise(rollouts(policy, reward, cfg.eval_episodes, seed=eval_seed, envs=cfg.envs, task=task))
+    print(f"{task.name} SFT+SI: success {after['success']:.3f}, length {after['mean_length']:.1f}", flush=True)
+    res = {"rung": task.name, "reward": "oracle" if oracle_reward else "model", "config": {**dataclasses.asdict(cfg)}, "stage1": s1, "before": before, "after": after,
            "history": history, "seconds": time.monotonic() - t0}
     (out / "results.json").write_text(json.dumps(res, indent=1, default=float))
     _plot(history, before, after, out / "curves.png")

@@ -15,7 +15,7 @@ from efm_ros.sim.tabletop import TabletopRobot
 PACKAGE = Path(efm_ros.__file__).parent
 #: experiment code, where the oracle may live; everything else in the package is the product
 EXPERIMENT_MODULES = {"learn/oracle.py", "learn/practice.py", "learn/experiment.py", "learn/actors.py",
-                      "learn/pointmass.py", "sim/pointmass.py"}
+                      "learn/pointmass.py", "learn/tablestate.py", "sim/pointmass.py"}
 
 
 def test_oracle_d_is_zero_exactly_at_ground_truth_success_and_counts_the_approach():
@@ -59,7 +59,7 @@ def test_no_product_command_can_select_the_oracle():
         tree = ast.parse(path.read_text())
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        assert not {m for m in imported if m.endswith(("oracle", "pointmass", "experiment", "practice"))}, rel
+        assert not {m for m in imported if m.endswith(("oracle", "pointmass", "tablestate", "experiment", "practice"))}, rel
     # the launch parameters and the node configuration do not know it either
     root = PACKAGE.parent
     for f in [*root.glob("config/*.yaml"), *root.glob("launch/*.py")]:
