@@ -217,6 +217,7 @@ def ladder(args) -> dict:
             demos = args.demos_count or STATE_RUNGS[args.rung]
             cfg = PointmassConfig(demos=demos, sft_steps=args.sft_steps, si_transitions=args.si_transitions,
                                   eval_episodes=args.eval_episodes, seed=seed, improve=improve, threads=args.threads,
+                                  stage1_cache=str(args.stage1_cache or ""),
                                   action_bins=args.action_bins or (41 if args.rung == "pointmass" else 21))
             r = run(cfg, sd, task=task, oracle_reward=oracle_reward)
             results[str(seed)] = {k: r[k] for k in ("before", "after", "stage1", "seconds", "history")}
@@ -235,7 +236,8 @@ def ladder(args) -> dict:
                "history": [{k: h.get(k) for k in ("iteration", "version", "episodes", "gt_reached_rate",
                                                  "detector_success_rate", "episode_length", "policy_entropy",
                                                  "train_entropy", "mean_return", "return_mean", "return_std",
-                                                 "grad_norm", "grad_norm_max", "kl_update_mean", "kl_update_max", "loss")}
+                                                 "grad_norm", "grad_norm_max", "kl_update_mean", "kl_update_max", "loss",
+                                                 "lr", "steps")}
                            for h in res.history]}
         if res.best_version_dir is not None:
             row["chosen"] = evaluate(res.best_version_dir, args.eval_episodes, args.workers, families=["block2block"])
@@ -334,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pointmass / state: Stage-2 budget in transitions (notebook: 131,072)")
     lad.add_argument("--action-bins", type=int, default=0, help="pointmass / state: bins per action dimension "
                      "(default 41 / 21: the camera model's)")
+    lad.add_argument("--stage1-cache", type=Path, default=None,
+                     help="pointmass / state: keep and reuse Stage-1 results here, keyed by their inputs "
+                          "(learner variants from the same start skip Stage 1), e.g. runs/cache/stage1")
     lad.add_argument("--state-reward", choices=("oracle", "model"), default="oracle",
                      help="state: the reward is the --oracle d (rung a) or the learned d from state (rung b)")
     lad.add_argument("--threads", type=int, default=0)

@@ -97,9 +97,24 @@ class ImproveConfig:
     returns: str = "paper"
     """how the Monte-Carlo returns enter the loss (:data:`RETURN_TRANSFORMS`): "paper" = R_t as is;
     a named departure (e.g. "standardise") must be justified by the ladder (docs/results.md)"""
+    baseline: str = "none"
+    """a per-state baseline subtracted from R_t before the update (a departure; "none" = the paper,
+    whose only baseline is the one built into the progress reward): "ridge" = a ridge regression
+    of R on the policy's own last hidden layer h(s) (the action head's input), fitted on one half
+    of the buffer's episodes and applied to the other half and vice versa (cross-fitted, so a
+    transition's baseline never saw its own return); the update reports its out-of-sample R²
+    (``baseline_r2``). :data:`BASELINES`"""
     kl_coef: float = 0.0
     """β of a trust region (a departure; 0 = the paper): the loss adds β·KL(π_acting ‖ π_θ) averaged
     over the minibatch's states, π_acting = the version that collected the buffer"""
+    target_kl: float = 0.0
+    """the update size as a distance instead of a learning rate (a departure; 0 = the paper's fixed
+    lr): each iteration stops its N steps once KL(π_acting ‖ π_θ) on the buffer's states exceeds
+    this many nats per state, and the next iteration's lr adapts (÷ 1.5 when the target was reached
+    within N/2 steps, × 1.5 when all N steps moved π by less than half of it; kept within
+    [lr / 100, lr · 100]). Adam's step is the same ~lr per coordinate whatever the return's
+    scale, mean and noise, so one lr moves the policy by 0.001 or 1 nat per update from one variant
+    to the next (docs/results.md, the state rung); the KL is comparable across them"""
     best_window: int = 3
     """iterations averaged when choosing the best version (over-optimisation guard)"""
     audit_model: str = ""
@@ -134,6 +149,47 @@ def returns_shuffled(returns: np.ndarray) -> np.ndarray:
 
 #: ImproveConfig.returns -> how the buffer's returns are transformed before the update
 RETURN_TRANSFORMS = {"paper": returns_as_is, "standardise": returns_standardised, "shuffled": returns_shuffled}
+
+
+def ridge_baseline(hidden: np.ndarray, returns: np.ndarray, ridge: float = 1e-2) -> tuple[np.ndarray, float]:
+    """Cross-fitted linear value baseline b(s) = w·[h(s), 1] (variance reduction, a departure):
+    the rows are split into their first and second half (the buffer is in episode order, so the
+    halves hold different episodes), each half's b comes from the ridge fit on the other half.
+    ``ridge`` is relative to the mean eigenvalue of hᵀh. -> (b per row, out-of-sample R² of R)."""
+    x = np.concatenate([hidden.astype(np.float64), np.ones((len(hidden), 1))], 1)
+    y = np.asarray(returns, np.float64)
+    half = len(y) // 2
+    b = np.empty_like(y)
+    for fit, apply in ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))):
+        a = x[fit].T @ x[fit]
+        w = np.linalg.solve(a + ridge * np.trace(a) / len(a) * np.eye(len(a)), x[fit].T @ y[fit])
+        b[apply] = x[apply] @ w
+    r2 = 1.0 - float(np.mean((y - b) ** 2) / (np.var(y) + 1e-12))
+    return b, r2
+
+
+#: ImproveConfig.baseline -> None (no per-state baseline) or fn(hidden, returns) -> (b, R²)
+BASELINES = {"none": None, "ridge": ridge_baseline}
+
+
+def kl_to_acting(world: int, acting: torch.Tensor, logits: torch.Tensor) -> float:
+    """Mean KL(π_acting ‖ π_θ) over the buffer's states, the same number on every rank (so that
+    every rank stops the iteration at the same step)."""
+    kl = action_kl(acting, logits).mean()
+    if world > 1:
+        _dist().all_reduce(kl)
+        kl = kl / world
+    return float(kl)
+
+
+def adapt_lr(lr: float, kl: float, steps: int, updates: int, target: float) -> float:
+    """The next iteration's lr under ``target_kl``: smaller when this one reached the target within
+    half its steps, larger when all of them moved π by less than half the target."""
+    if kl > target and steps <= updates // 2:
+        return lr / 1.5
+    if kl < target / 2 and steps >= updates:
+        return lr * 1.5
+    return lr
 
 
 class _Head(nn.Module):
@@ -220,6 +276,8 @@ class ReinforceLearner:
     def __init__(self, policy, config: ImproveConfig, *, rank: int = 0, world: int = 1):
         if config.returns not in RETURN_TRANSFORMS:
             raise ValueError(f"unknown returns transform {config.returns!r}; known: {sorted(RETURN_TRANSFORMS)}")
+        if config.baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {config.baseline!r}; known: {sorted(BASELINES)}")
         self.config, self.rank, self.world = config, rank, world
         self.policy = policy
         if config.train_layers not in TRAIN_LAYERS:
@@ -240,26 +298,51 @@ class ReinforceLearner:
         params = [p for p in self.head.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
         self.rng = np.random.default_rng(config.seed)
+        self.lr = config.lr
+
+    def _set_lr(self, lr: float) -> None:
+        self.lr = float(np.clip(lr, self.config.lr / 100, self.config.lr * 100))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
 
     def update(self, data: dict[str, np.ndarray]) -> dict:
         """data: features_cur, features_prev, text, tokens, returns (what OnPolicyBuffer.arrays gives)."""
         cfg = self.config
         n = len(data["tokens"])
         batches = minibatch_indices(n, cfg.updates, cfg.batch_size, self.rng)  # same on every rank (same seed)
-        returns = RETURN_TRANSFORMS[cfg.returns](np.asarray(data["returns"], np.float64)).astype(np.float32)
+        returns = np.asarray(data["returns"], np.float64)
+        extra = {}
+        if BASELINES[cfg.baseline] is not None:
+            t = {k: torch.from_numpy(np.ascontiguousarray(data[k]))
+                 for k in ("features_cur", "features_prev", "text", "tokens")}
+            b, extra["baseline_r2"] = BASELINES[cfg.baseline](self._hidden_of_all(t), returns)
+            returns = returns - b
+        returns = RETURN_TRANSFORMS[cfg.returns](returns).astype(np.float32)
         t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in {**data, "returns": returns}.items()}
         hook = self.tilt.attach() if self.tilt is not None else None
         try:
-            return self._update(t, batches, data)
+            return {**self._update(t, batches, data), **extra}
         finally:
             if hook is not None:
                 hook.remove()
+
+    @torch.no_grad()
+    def _hidden_of_all(self, t: dict) -> np.ndarray:
+        """h(s), the action head's input, for every row of the buffer."""
+        seen = []
+        hook = self.policy.trunk.action_head.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+        try:
+            self._logits_of_all(t)
+        finally:
+            hook.remove()
+        return torch.cat(seen).flatten(1).numpy()
 
     def _update(self, t: dict, batches: list, data: dict) -> dict:
         cfg = self.config
         n = len(data["tokens"])
         acting = self._logits_of_all(t)   # π of the version that acted, before this update
         losses, entropies, norms = [], [], []
+        lr, steps, kl_now = self.lr, 0, 0.0
         for idx in batches:
             idx = idx[self.rank::self.world]  # this rank's share; DDP averages the gradients
             logits = self.module(t["features_cur"][idx].float(), t["features_prev"][idx].float(), t["text"][idx])
@@ -278,10 +361,17 @@ class ReinforceLearner:
                 self.tilt.fold()
             losses.append(float(loss.detach()))
             entropies.append(float(action_entropy(logits.detach()).mean()))
+            steps += 1
+            if cfg.target_kl > 0:
+                kl_now = kl_to_acting(self.world, acting, self._logits_of_all(t))
+                if kl_now > cfg.target_kl:
+                    break
+        if cfg.target_kl > 0:
+            self._set_lr(adapt_lr(lr, kl_now, steps, cfg.updates, cfg.target_kl))
         raw = np.asarray(data["returns"], np.float64)
         kl = action_kl(acting, self._logits_of_all(t))  # how far the update moved π on the buffer's states
         return {"loss": float(np.mean(losses)), "train_entropy": float(np.mean(entropies)),
-                "kl_update_mean": float(kl.mean()), "kl_update_max": float(kl.max()),
+                "kl_update_mean": float(kl.mean()), "kl_update_max": float(kl.max()), "lr": lr, "steps": steps,
                 "grad_norm": float(np.mean(norms)), "grad_norm_max": float(np.max(norms)), "transitions": n,
                 "return_mean": float(raw.mean()), "return_std": float(raw.std())}
 

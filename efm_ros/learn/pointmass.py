@@ -86,6 +86,9 @@ class PointmassConfig:
     seed: int = 0
     threads: int = 0
     progress: bool = True
+    stage1_cache: str = ""
+    """a directory where Stage-1 results are kept by their inputs (task, demonstrations, Stage-1
+    hyper-parameters, seed): learner variants from the same start then skip Stage 1. "" = none"""
 
 
 def _model_config(cfg: PointmassConfig, states: np.ndarray, task: StateTask | None = None):
@@ -99,17 +102,65 @@ def _model_config(cfg: PointmassConfig, states: np.ndarray, task: StateTask | No
                      action_high=task.action_limit, stg_bins=50, stg_t_max=task.max_steps)
 
 
+STAGE1_FIELDS = ("demos", "waypoints", "sft_steps", "sft_batch", "sft_lr", "action_bins", "hidden", "mlp_layers",
+                 "seed")
+"""the PointmassConfig fields that determine Stage 1 (the key of ``stage1_cache``)"""
+
+
+def stage1_key(cfg: PointmassConfig, task: StateTask) -> str:
+    """What a Stage-1 result depends on, hashed: the task and :data:`STAGE1_FIELDS`."""
+    import hashlib
+
+    what = {"task": task.name, "state_dim": task.state_dim, "action_limit": task.action_limit,
+            "max_steps": task.max_steps, **{f: getattr(cfg, f) for f in STAGE1_FIELDS}}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+STAGE1_FILES = ("policy.safetensors", "reward_model.safetensors", "summary.json")
+
+
 def stage1(cfg: PointmassConfig, out: Path, task: StateTask | None = None):
-    """Demonstrations -> our Stage 1 -> (policy EFM, frozen reward EFM, train summary)."""
+    """Demonstrations -> our Stage 1 -> (policy EFM, frozen reward EFM, train summary).
+
+    With ``cfg.stage1_cache`` a result trained before from the same inputs is reused (copied into
+    ``out``), and a new one is kept there (written whole, then renamed into place)."""
+    import os
+    import shutil
+    import tempfile
+
+    from efm_ros.model.network import load_checkpoint
+
+    task = task or pointmass_task(cfg.waypoints)
+    out.mkdir(parents=True, exist_ok=True)
+    cached = Path(cfg.stage1_cache) / f"{task.name}-{stage1_key(cfg, task)}" if cfg.stage1_cache else None
+    if cached is not None and all((cached / f).exists() for f in STAGE1_FILES):
+        for f in STAGE1_FILES:
+            shutil.copy2(cached / f, out / f)
+        summary = {**json.loads((out / "summary.json").read_text()), "from_cache": str(cached)}
+        print(f"{task.name} Stage 1: reused {cached}", flush=True)
+        return load_checkpoint(out / "policy.safetensors"), load_checkpoint(out / "reward_model.safetensors"), summary
+    policy, reward, summary = _train_stage1(cfg, out, task)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=f".{cached.name}."))
+        for f in STAGE1_FILES:
+            shutil.copy2(out / f, tmp / f)
+        try:
+            os.rename(tmp, cached)
+        except OSError:            # another run kept the same result first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return policy, reward, summary
+
+
+def _train_stage1(cfg: PointmassConfig, out: Path, task: StateTask):
     import torch
 
     from efm_ros.learn.features import EpisodeFeatures
     from efm_ros.learn.sft import SFTConfig, bc_examples, fit_heads, split_episodes, stg_examples
     from efm_ros.model.network import EFM, load_checkpoint
 
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    task = task or pointmass_task(cfg.waypoints)
     demos = task.demonstrations(cfg.demos, cfg.seed)
     states = np.concatenate([e.states for e in demos])
     lengths = np.array([len(e.actions) for e in demos], np.int64)

@@ -249,3 +249,56 @@ def test_the_trust_region_keeps_the_update_near_the_acting_policy(sim_model_dir)
         moved[beta] = stats["kl_update_mean"]
         assert stats["kl_update_max"] >= stats["kl_update_mean"] > 0
     assert moved[10.0] < 0.8 * moved[0.0], moved  # (Adam: the first step is the same; the pull acts after it)
+
+
+def test_target_kl_stops_the_update_at_its_distance_and_adapts_the_step(sim_model_dir):
+    """target_kl (a departure): an iteration stops its N steps once π moved past the target on the
+    buffer's states, and the next iteration's lr shrinks when the target came within N/2 steps,
+    grows when all N steps stayed under half of it."""
+    from efm_ros.learn.improve import ReinforceLearner, adapt_lr
+
+    policy, _ = load_model_checkpoints(sim_model_dir)
+    data = _random_buffer(policy, 128, return_scale=5.0)
+    free = ReinforceLearner(policy, ImproveConfig(updates=8, batch_size=16, lr=3e-3)).update(data)
+    assert free["steps"] == 8
+    target = free["kl_update_mean"] / 20
+    policy, _ = load_model_checkpoints(sim_model_dir)
+    learner = ReinforceLearner(policy, ImproveConfig(updates=8, batch_size=16, lr=3e-3, target_kl=target))
+    stats = learner.update(data)
+    assert stats["steps"] < 8 and stats["kl_update_mean"] > target          # stopped at the step that crossed it
+    assert stats["kl_update_mean"] < free["kl_update_mean"] / 2
+    assert learner.lr == pytest.approx(3e-3 / 1.5) and stats["lr"] == 3e-3
+    assert learner.optimizer.param_groups[0]["lr"] == learner.lr
+    assert adapt_lr(1.0, 0.01, 16, 16, 0.1) == 1.5 and adapt_lr(1.0, 0.07, 16, 16, 0.1) == 1.0
+    assert adapt_lr(1.0, 0.2, 9, 16, 0.1) == 1.0 and adapt_lr(1.0, 0.2, 8, 16, 0.1) == pytest.approx(1 / 1.5)
+
+
+def test_the_ridge_baseline_is_cross_fitted_and_removes_what_the_state_explains():
+    """baseline "ridge" (a departure): b(s) of each half of the buffer comes from a fit on the other
+    half only, and a return that is a linear function of h(s) plus noise is left with the noise."""
+    from efm_ros.learn.improve import ridge_baseline
+
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(4000, 16))
+    value, noise = h @ rng.normal(size=16) + 3.0, 0.5 * rng.normal(size=4000)
+    b, r2 = ridge_baseline(h, value + noise)
+    assert r2 > 0.9 and np.std(value + noise - b) < 0.6
+    # cross-fitting: a half's baseline does not move when that half's own returns change
+    y = value + noise
+    y2 = y.copy()
+    y2[2000:] = rng.normal(size=2000) * 100
+    b2, _ = ridge_baseline(h, y2)
+    np.testing.assert_allclose(b2[2000:], b[2000:])
+    _, r2_noise = ridge_baseline(h, rng.normal(size=4000))
+    assert r2_noise < 0.01        # nothing to explain: no in-sample optimism
+
+
+def test_the_learner_subtracts_the_baseline_and_reports_it(sim_model_dir):
+    from efm_ros.learn.improve import ReinforceLearner
+
+    policy, _ = load_model_checkpoints(sim_model_dir)
+    stats = ReinforceLearner(policy, ImproveConfig(updates=2, batch_size=16, baseline="ridge")).update(
+        _random_buffer(policy, 64))
+    assert "baseline_r2" in stats and stats["steps"] == 2
+    with pytest.raises(ValueError, match="unknown baseline"):
+        ReinforceLearner(policy, ImproveConfig(baseline="critic"))
