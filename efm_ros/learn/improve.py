@@ -94,6 +94,9 @@ class ImproveConfig:
     (only the final linear layer) or "tilt" (only an exponential tilt of each action dimension's
     categorical, :class:`ActionTilt`; folded into the action head after every step):
     :data:`TRAIN_LAYERS`"""
+    tilt_degree: int = 2
+    """with ``train_layers: "tilt"``: the tilt's polynomial degree in the bin centre (2: shift and
+    spread; higher degrees also change skew and shape)"""
     returns: str = "paper"
     """how the Monte-Carlo returns enter the loss (:data:`RETURN_TRANSFORMS`): "paper" = R_t as is;
     a named departure (e.g. "standardise") must be justified by the ladder (docs/results.md)"""
@@ -226,22 +229,25 @@ class ActionTilt(nn.Module):
         logit_{d,k}(s) += Σ_j φ_j(c_k) · β_{d,j}(s),   β_{d,j}(s) = V_{d,j} · [h(s), 1],
 
     with c_k the bin centres scaled to [−1, 1], φ_1 = c (shifts the mean) and φ_2 = c² (sharpens
-    or widens), both centred over the bins, and h the action head's input. It is the action head's
-    update restricted to a subspace of D·2·(H+1) parameters (1,028 for 2 dimensions and H = 256,
+    or widens), φ_j = c^j up to ``degree`` (2 by default), each centred over the bins, and h the
+    action head's input. It is the action head's update restricted to a subspace of
+    D·degree·(H+1) parameters (1,028 for 2 dimensions, degree 2 and H = 256,
     against 10,794 for the whole head), the directions in which a return moves an ordinal action
     distribution; the REINFORCE estimator is the paper's. Because the tilt is linear in [h, 1],
     :meth:`fold` adds it to the action head's weight and bias exactly and zeroes V, after every
     optimiser step: the policy stays a plain EFM (same export, same ONNX graph), and Adam's
     moments keep their meaning (the gradient w.r.t. V is the same function of the state)."""
 
-    def __init__(self, action_head: nn.Linear, action_shape: tuple[int, int], centers):
+    def __init__(self, action_head: nn.Linear, action_shape: tuple[int, int], centers, degree: int = 2):
         super().__init__()
         dims, bins = action_shape
         if action_head.out_features != dims * bins:
             raise ValueError(f"action head has {action_head.out_features} outputs, not {dims}·{bins}")
         c = torch.as_tensor(np.asarray(centers, np.float64))
         c = (c - (c.max() + c.min()) / 2) / ((c.max() - c.min()) / 2 + 1e-12)     # [−1, 1]
-        phi = torch.stack([c - c.mean(), c ** 2 - (c ** 2).mean()], 1).float()      # (K, 2)
+        if not 1 <= degree < bins:
+            raise ValueError(f"tilt degree must be in 1..{bins - 1}, got {degree}")
+        phi = torch.stack([c ** j - (c ** j).mean() for j in range(1, degree + 1)], 1).float()   # (K, degree)
         self.register_buffer("phi", phi)
         self.head, self.dims, self.bins = action_head, dims, bins
         self.V = nn.Parameter(torch.zeros(dims, phi.shape[1], action_head.in_features + 1))
@@ -289,7 +295,7 @@ class ReinforceLearner:
         self.tilt = None
         if config.train_layers == "tilt":
             self.tilt = self.head.tilt = ActionTilt(policy.trunk.action_head, policy.trunk.action_shape,
-                                                    policy.config.action_spec.centers)
+                                                    policy.config.action_spec.centers, config.tilt_degree)
         self.module = self.head
         if _dist():
             from torch.nn.parallel import DistributedDataParallel

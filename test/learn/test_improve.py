@@ -302,3 +302,19 @@ def test_the_learner_subtracts_the_baseline_and_reports_it(sim_model_dir):
     assert "baseline_r2" in stats and stats["steps"] == 2
     with pytest.raises(ValueError, match="unknown baseline"):
         ReinforceLearner(policy, ImproveConfig(baseline="critic"))
+
+
+def test_the_tilt_degree_sets_its_subspace(sim_model_dir):
+    """tilt_degree: φ_j = c^j for j = 1..degree, each centred over the bins (a tilt never changes
+    the logits by a constant), and a degree the bins cannot hold is refused."""
+    from efm_ros.learn.improve import ActionTilt
+
+    policy, _ = load_model_checkpoints(sim_model_dir)
+    dims, bins = policy.trunk.action_shape
+    centers = policy.config.action_spec.centers
+    tilt = ActionTilt(policy.trunk.action_head, (dims, bins), centers, degree=4)
+    assert tilt.phi.shape == (bins, 4) and tilt.V.shape == (dims, 4, policy.trunk.action_head.in_features + 1)
+    assert torch.allclose(tilt.phi.mean(0), torch.zeros(4), atol=1e-6)
+    assert torch.linalg.matrix_rank(tilt.phi) == 4
+    with pytest.raises(ValueError, match="degree"):
+        ActionTilt(policy.trunk.action_head, (dims, bins), centers, degree=bins)
