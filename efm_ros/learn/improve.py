@@ -100,6 +100,12 @@ class ImproveConfig:
     returns: str = "paper"
     """how the Monte-Carlo returns enter the loss (:data:`RETURN_TRANSFORMS`): "paper" = R_t as is;
     a named departure (e.g. "standardise") must be justified by the ladder (docs/results.md)"""
+    step_by_agreement: bool = False
+    """with ``target_kl``: scale each iteration's KL target by the agreement of the REINFORCE
+    gradient between the two halves of the buffer's episodes, cos(g_first, g_second) clipped to
+    [0, 1], and take no step when they disagree (a departure; docs/results.md, state rung). The
+    step is then as long as the buffer's evidence for its direction: full where the return carries
+    a strong signal (the pointmass), short where it is mostly noise (the table)"""
     baseline: str = "none"
     """a per-state baseline subtracted from R_t before the update (a departure; "none" = the paper,
     whose only baseline is the one built into the progress reward): "ridge" = a ridge regression
@@ -183,6 +189,11 @@ def kl_to_acting(world: int, acting: torch.Tensor, logits: torch.Tensor) -> floa
         _dist().all_reduce(kl)
         kl = kl / world
     return float(kl)
+
+
+def _chunks(rows: slice, size: int):
+    """``rows`` (a slice of the buffer) as slices of at most ``size`` rows."""
+    return [slice(i, min(i + size, rows.stop)) for i in range(rows.start, rows.stop, size)]
 
 
 def adapt_lr(lr: float, kl: float, steps: int, updates: int, target: float) -> float:
@@ -343,12 +354,35 @@ class ReinforceLearner:
             hook.remove()
         return torch.cat(seen).flatten(1).numpy()
 
+    def _half_agreement(self, t: dict) -> float:
+        """cos between the REINFORCE gradients of the buffer's first and second half (the buffer is
+        in episode order, so the halves hold different episodes), over the trainable parameters."""
+        params = [p for p in self.head.parameters() if p.requires_grad]
+        n, grads = len(t["tokens"]), []
+        for rows in (slice(0, n // 2), slice(n // 2, n)):
+            loss = sum(reinforce_loss(action_log_prob(self.head(t["features_cur"][i].float(), t["features_prev"][i].float(),
+                                                                t["text"][i]), t["tokens"][i]),
+                                      t["returns"][i], c=self.config.c) * len(t["tokens"][i])
+                       for i in _chunks(rows, 1024))
+            grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]))
+        if self.world > 1:
+            for g in grads:
+                _dist().all_reduce(g)
+        return float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0))
+
     def _update(self, t: dict, batches: list, data: dict) -> dict:
         cfg = self.config
         n = len(data["tokens"])
         acting = self._logits_of_all(t)   # π of the version that acted, before this update
         losses, entropies, norms = [], [], []
         lr, steps, kl_now = self.lr, 0, 0.0
+        target, extra = cfg.target_kl, {}
+        if cfg.step_by_agreement and cfg.target_kl > 0:
+            extra["agreement"] = agreement = self._half_agreement(t)
+            target = cfg.target_kl * min(max(agreement, 0.0), 1.0)
+            extra["target_kl"] = target
+            if target <= 0:
+                batches = []          # the halves disagree: no evidence for any direction, no step
         for idx in batches:
             idx = idx[self.rank::self.world]  # this rank's share; DDP averages the gradients
             logits = self.module(t["features_cur"][idx].float(), t["features_prev"][idx].float(), t["text"][idx])
@@ -368,15 +402,17 @@ class ReinforceLearner:
             losses.append(float(loss.detach()))
             entropies.append(float(action_entropy(logits.detach()).mean()))
             steps += 1
-            if cfg.target_kl > 0:
+            if target > 0:
                 kl_now = kl_to_acting(self.world, acting, self._logits_of_all(t))
-                if kl_now > cfg.target_kl:
+                if kl_now > target:
                     break
-        if cfg.target_kl > 0:
-            self._set_lr(adapt_lr(lr, kl_now, steps, cfg.updates, cfg.target_kl))
+        if target > 0:
+            self._set_lr(adapt_lr(lr, kl_now, steps, cfg.updates, target))
         raw = np.asarray(data["returns"], np.float64)
         kl = action_kl(acting, self._logits_of_all(t))  # how far the update moved π on the buffer's states
-        return {"loss": float(np.mean(losses)), "train_entropy": float(np.mean(entropies)),
+        if not losses:                                   # no step taken
+            losses = entropies = norms = [float("nan")]
+        return {**extra, "loss": float(np.mean(losses)), "train_entropy": float(np.mean(entropies)),
                 "kl_update_mean": float(kl.mean()), "kl_update_max": float(kl.max()), "lr": lr, "steps": steps,
                 "grad_norm": float(np.mean(norms)), "grad_norm_max": float(np.max(norms)), "transitions": n,
                 "return_mean": float(raw.mean()), "return_std": float(raw.std())}
@@ -689,6 +725,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pause-timeout-s", type=float, default=30.0,
                    help="longest wait for the fleet to pause (in-flight episodes end by T_max) or to swap")
     for f in dataclasses.fields(ImproveConfig):
+        if isinstance(f.default, bool):     # --step-by-agreement / --no-step-by-agreement
+            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
+                           help=f"ImproveConfig.{f.name} (default {f.default})")
+            continue
         p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
                        help=f"ImproveConfig.{f.name} (default {f.default})")
     return p

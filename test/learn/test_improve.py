@@ -318,3 +318,32 @@ def test_the_tilt_degree_sets_its_subspace(sim_model_dir):
     assert torch.linalg.matrix_rank(tilt.phi) == 4
     with pytest.raises(ValueError, match="degree"):
         ActionTilt(policy.trunk.action_head, (dims, bins), centers, degree=bins)
+
+
+def test_step_by_agreement_takes_no_step_when_the_halves_disagree(sim_model_dir):
+    """step_by_agreement (a departure): the KL target is scaled by cos(g_first half, g_second half);
+    returns that reward a token in one half of the buffer and punish it in the other give no step."""
+    from efm_ros.learn.improve import ReinforceLearner
+
+    for sign, moves in ((1.0, True), (-1.0, False)):
+        policy, _ = load_model_checkpoints(sim_model_dir)
+        data = _random_buffer(policy, 128)
+        data["tokens"][:] = 3
+        data["returns"] = np.r_[np.ones(64), sign * np.ones(64)].astype(np.float32)
+        before = {k: v.clone() for k, v in policy.trunk.state_dict().items()}
+        stats = ReinforceLearner(policy, ImproveConfig(updates=4, batch_size=16, lr=1e-3, target_kl=0.01,
+                                                       train_layers="tilt", step_by_agreement=True)).update(data)
+        changed = any(not torch.equal(v, before[k]) for k, v in policy.trunk.state_dict().items())
+        assert (stats["agreement"] > 0.9) is moves and changed is moves and (stats["steps"] > 0) is moves, stats
+
+
+def test_every_learner_option_is_a_command_line_flag_of_its_own_type():
+    """efm-ros improve takes every ImproveConfig field as a flag, booleans as --x / --no-x."""
+    from efm_ros.learn.improve import build_parser, config_from_args
+
+    base = ["--episodes-dir", "e", "--policy", "p", "--reward-model", "r", "--out", "o"]
+    cfg = config_from_args(build_parser().parse_args(base + ["--train-layers", "tilt", "--target-kl", "0.03",
+                                                             "--batch-size", "512", "--step-by-agreement"]))
+    assert (cfg.train_layers, cfg.target_kl, cfg.batch_size, cfg.step_by_agreement) == ("tilt", 0.03, 512, True)
+    assert config_from_args(build_parser().parse_args(base + ["--no-step-by-agreement"])).step_by_agreement is False
+    assert config_from_args(build_parser().parse_args(base)) == ImproveConfig()
