@@ -65,3 +65,36 @@ def test_rung0_self_improvement_lifts_success_and_removes_the_detours(tmp_path):
     assert after["success"] >= 0.95
     assert after["mean_length"] <= 0.5 * before["mean_length"], (before, after)
     assert (tmp_path / "pm" / "results.json").exists() and (tmp_path / "pm" / "curves.png").exists()
+
+
+def test_the_stage1_cache_reuses_a_result_only_for_the_same_inputs(tmp_path, monkeypatch):
+    """--stage1-cache: a Stage 1 kept under its inputs' key is reused instead of trained again; a
+    change of any input (here the seed, the demonstrations or the task) is a different key."""
+    import dataclasses
+
+    from efm_ros.learn import pointmass as lp
+    from efm_ros.model.network import EFM, save_checkpoint
+
+    cfg = lp.PointmassConfig(demos=10, sft_steps=5, stage1_cache=str(tmp_path / "cache"), progress=False)
+    task = lp.pointmass_task()
+    keys = {lp.stage1_key(c, t) for c, t in [(cfg, task), (dataclasses.replace(cfg, seed=1), task),
+                                             (dataclasses.replace(cfg, demos=11), task), (cfg, lp.pointmass_task(4))]}
+    assert len(keys) == 3         # the waypoints only enter through the config, not the task name
+    assert lp.stage1_key(dataclasses.replace(cfg, si_transitions=7, eval_episodes=3), task) == lp.stage1_key(cfg, task)
+
+    trained = []
+
+    def fake_train(c, out, t):
+        trained.append(out)
+        model = EFM(lp._model_config(c, np.zeros((2, pm.STATE_DIM), np.float32), t))
+        for name in ("policy", "reward_model"):
+            save_checkpoint(model, out / f"{name}.safetensors")
+        return model, model, {"demos": c.demos}
+
+    monkeypatch.setattr(lp, "_train_stage1", fake_train)
+    first = lp.stage1(cfg, tmp_path / "a", task)
+    again = lp.stage1(cfg, tmp_path / "b", task)
+    assert len(trained) == 1 and again[2]["from_cache"] and "from_cache" not in first[2]
+    assert (tmp_path / "b" / "policy.safetensors").read_bytes() == (tmp_path / "a" / "policy.safetensors").read_bytes()
+    lp.stage1(dataclasses.replace(cfg, seed=3), tmp_path / "c", task)
+    assert len(trained) == 2
