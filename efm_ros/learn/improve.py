@@ -327,15 +327,13 @@ class ReinforceLearner:
         cfg = self.config
         n = len(data["tokens"])
         batches = minibatch_indices(n, cfg.updates, cfg.batch_size, self.rng)  # same on every rank (same seed)
+        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in data.items() if k != "returns"}
         returns = np.asarray(data["returns"], np.float64)
         extra = {}
         if BASELINES[cfg.baseline] is not None:
-            t = {k: torch.from_numpy(np.ascontiguousarray(data[k]))
-                 for k in ("features_cur", "features_prev", "text", "tokens")}
             b, extra["baseline_r2"] = BASELINES[cfg.baseline](self._hidden_of_all(t), returns)
             returns = returns - b
-        returns = RETURN_TRANSFORMS[cfg.returns](returns).astype(np.float32)
-        t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in {**data, "returns": returns}.items()}
+        t["returns"] = torch.from_numpy(RETURN_TRANSFORMS[cfg.returns](returns).astype(np.float32))
         hook = self.tilt.attach() if self.tilt is not None else None
         try:
             return {**self._update(t, batches, data), **extra}
@@ -420,8 +418,8 @@ class ReinforceLearner:
 
     @torch.no_grad()
     def _logits_of_all(self, t: dict) -> torch.Tensor:
-        return torch.cat([self.head(t["features_cur"][i:i + 1024].float(), t["features_prev"][i:i + 1024].float(),
-                                    t["text"][i:i + 1024]) for i in range(0, len(t["tokens"]), 1024)])
+        return torch.cat([self.head(t["features_cur"][i].float(), t["features_prev"][i].float(), t["text"][i])
+                          for i in _chunks(slice(0, len(t["tokens"])), 1024)])
 
 
 class Improver:
