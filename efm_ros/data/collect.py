@@ -1,10 +1,17 @@
-"""``efm-ros collect-demos``: record scripted demonstrations on the embedded robot as episode bags.
+"""``efm-ros collect-demos``: record scripted demonstrations on a simulated robot as episode bags.
 
 How to::
 
     efm-ros collect-demos --episodes 1000 --out data/demos --seed 0            # 2 workers
     efm-ros collect-demos --episodes 8 --out /tmp/d --seed 1 --workers 1 --families block2block
+    efm-ros collect-demos --episodes 50 --out /tmp/lift --seed 0 --robot efm_ros.sim.lift:LiftRobot
+    efm-ros collect-demos ... --robot my_pkg.sim:ArmSim --robot-args '{"camera": "wrist"}' --expert my_pkg.sim:scripted
     efm-ros read-bag data/demos/demo_s0_e00000
+
+Any robot backend (``--robot``, :mod:`efm_ros.robots`) with an expert (its ``expert()`` method, or
+``--expert pkg.mod:factory`` called with the robot) can be demonstrated; the default is the embedded
+table and its scripted demonstrator. ``--families`` is a shorthand for the backend's ``families``
+argument.
 
 Episode ``i`` (``demo_s<seed>_e<i:05d>``, i = 0..N-1) is attempted with episode seeds derived
 from ``(seed, i, attempt)``; failed attempts (the demonstrator is imperfect on purpose) are
@@ -36,10 +43,8 @@ from efm_ros.data.bag import DEFAULT_CHUNK_BYTES, write_episode
 from efm_ros.data.episode import DEMO_CLOCK_BASE_NS, DEMO_CLOCK_EPISODE_STRIDE_NS, Episode
 from efm_ros.parallel import run_in_processes
 from efm_ros.model.bins import T_MAX
-from efm_ros.robots import DEFAULT_ROBOT
+from efm_ros.robots import DEFAULT_ROBOT, add_robot_arguments, parse_robot_args
 from efm_ros.vision.preprocess import IMAGE_SIZE
-
-ROBOT_BACKEND = DEFAULT_ROBOT
 
 
 @dataclass(frozen=True)
@@ -52,12 +57,18 @@ class CollectConfig:
     """number of successful demonstrations to write"""
     seed: int = 0
     """collection seed: episode i, attempt r runs with episode_seed(seed, i, r)"""
-    robot: str = "demo_0"
+    namespace: str = "demo_0"
     """robot name = topic namespace in the bags"""
+    backend: str = DEFAULT_ROBOT
+    """robot backend, dotted path (:func:`efm_ros.robots.make_robot`)"""
+    backend_args: dict = field(default_factory=dict)
+    """constructor keyword arguments of the backend (image_size and families are added from the fields)"""
+    expert: str | None = None
+    """expert factory, dotted path, called with the robot (None: ``robot.expert()``)"""
     image_size: int = IMAGE_SIZE
     """camera frame side, pixels"""
     families: tuple[str, ...] | None = None
-    """instruction families (None: the robot's default, both block families)"""
+    """instruction families, passed to the backend as ``families`` (None: the backend's default)"""
     max_steps: int = T_MAX
     """step limit of one attempt"""
     max_attempts: int = 20
@@ -122,20 +133,24 @@ class CollectSummary:
 
 # ------------------------------------------------------------------------------------ workers
 _ROBOT = None
-_DEMONSTRATOR = None
+_EXPERT = None
+
+
+def robot_kwargs(cfg: CollectConfig) -> dict:
+    """The backend's constructor arguments: ``backend_args`` plus image_size and families."""
+    kwargs = {"image_size": cfg.image_size, **cfg.backend_args}
+    if cfg.families is not None:
+        kwargs["families"] = tuple(cfg.families)
+    return kwargs
 
 
 def _init_worker(cfg: CollectConfig) -> None:
-    """Build this process's robot and demonstrator once."""
-    global _ROBOT, _DEMONSTRATOR
-    from efm_ros.robots import make_robot
-    from efm_ros.sim.demonstrator import ScriptedDemonstrator
+    """Build this process's robot and expert once."""
+    global _ROBOT, _EXPERT
+    from efm_ros.robots import make_expert, make_robot
 
-    kwargs = {"image_size": cfg.image_size}
-    if cfg.families is not None:
-        kwargs["families"] = tuple(cfg.families)
-    _ROBOT = make_robot(ROBOT_BACKEND, **kwargs)
-    _DEMONSTRATOR = ScriptedDemonstrator()
+    _ROBOT = make_robot(cfg.backend, **robot_kwargs(cfg))
+    _EXPERT = make_expert(_ROBOT, cfg.expert)
 
 
 def _init_pool_worker(cfg: CollectConfig) -> None:
@@ -147,17 +162,19 @@ def _init_pool_worker(cfg: CollectConfig) -> None:
 
 def collect_episode(cfg: CollectConfig, index: int) -> EpisodeResult:
     """Attempt episode ``index`` until a demonstration succeeds; write it. Runs in a worker."""
-    from efm_ros.sim.demonstrator import run_demo_episode
+    import json
+
+    from efm_ros.robots.rollout import run_expert_episode
 
     if _ROBOT is None:
         _init_worker(cfg)
     for attempt in range(cfg.max_attempts):
         seed = episode_seed(cfg.seed, index, attempt)
-        rollout = run_demo_episode(_ROBOT, _DEMONSTRATOR, seed=seed, max_steps=cfg.max_steps)
+        rollout = run_expert_episode(_ROBOT, _EXPERT, seed=seed, max_steps=cfg.max_steps)
         if not rollout.success:
             continue
         episode = Episode.from_demonstration(
-            robot=cfg.robot,
+            robot=cfg.namespace,
             episode_id=cfg.episode_id(index),
             instruction=rollout.instruction,
             frames=rollout.frames,
@@ -165,12 +182,15 @@ def collect_episode(cfg: CollectConfig, index: int) -> EpisodeResult:
             control_rate_hz=_ROBOT.control_rate_hz,
             start_ns=DEMO_CLOCK_BASE_NS + index * DEMO_CLOCK_EPISODE_STRIDE_NS,
             custom_data={
-                "family": _ROBOT.task.family,
+                "family": rollout.family,
                 "seed": str(seed),
                 "collect_seed": str(cfg.seed),
                 "episode_index": str(index),
                 "attempt": str(attempt),
-                "robot_backend": ROBOT_BACKEND,
+                "robot_backend": cfg.backend,
+                **({"robot_args": json.dumps(robot_kwargs(cfg), sort_keys=True, default=list)}
+                   if cfg.backend != DEFAULT_ROBOT else {}),
+                **({"expert": cfg.expert} if cfg.expert else {}),
                 "max_steps": str(cfg.max_steps),
             },
         )
@@ -254,16 +274,19 @@ def collect_demos(cfg: CollectConfig, *, workers: int = 2, progress: bool = True
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="efm-ros collect-demos",
-        description="Record scripted demonstrations on the embedded robot, one rosbag2 (MCAP) per episode.",
+        description="Record scripted demonstrations on a simulated robot (the embedded table unless --robot), "
+                    "one rosbag2 (MCAP) per episode.",
     )
+    add_robot_arguments(p, expert=True)
     p.add_argument("--episodes", type=int, required=True, help="successful demonstrations to write")
     p.add_argument("--out", required=True, help="episodes directory (created if missing)")
     p.add_argument("--seed", type=int, required=True, help="collection seed (bags are reproducible per seed)")
-    p.add_argument("--robot", default="demo_0", help="robot name / topic namespace (default: demo_0)")
+    p.add_argument("--namespace", default="demo_0", help="robot name / topic namespace in the bags (default: demo_0)")
     p.add_argument("--image-size", type=int, default=96, help="camera frame side in pixels (default: 96)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
     p.add_argument("--families", default=None,
-                   help="comma-separated instruction families (default: block2block,block2location)")
+                   help="comma-separated instruction families, the backend's 'families' argument "
+                        "(default: the backend's own; the table's: block2block,block2location)")
     p.add_argument("--max-steps", type=int, default=T_MAX, help=f"step limit of one attempt (default: {T_MAX})")
     p.add_argument("--max-attempts", type=int, default=20,
                    help="attempts per episode before it is given up (default: 20)")
@@ -280,9 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes < 0 or args.workers < 1 or args.max_attempts < 1 or args.max_steps < 1:
         print("collect-demos: --episodes must be >= 0; --workers, --max-steps, --max-attempts >= 1", file=sys.stderr)
         return 2
+    try:
+        backend_args = parse_robot_args(args.robot_args)
+    except ValueError as exc:
+        print(f"collect-demos: {exc}", file=sys.stderr)
+        return 2
     cfg = CollectConfig(
-        out=args.out, episodes=args.episodes, seed=args.seed, robot=args.robot, image_size=args.image_size,
-        families=families, max_steps=args.max_steps, max_attempts=args.max_attempts,
+        out=args.out, episodes=args.episodes, seed=args.seed, namespace=args.namespace, image_size=args.image_size,
+        backend=args.robot, backend_args=backend_args, expert=args.expert, families=families, max_steps=args.max_steps, max_attempts=args.max_attempts,
         compression=None if args.compression == "none" else args.compression, fsync=not args.no_fsync,
     )
     try:
@@ -302,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("collect-demos: interrupted; completed episodes are kept, none is half-written", file=sys.stderr)
         return 130
-    print(f"collect-demos: {cfg.out} (seed {cfg.seed}, robot {cfg.robot}, {cfg.image_size}px)")
+    print(f"collect-demos: {cfg.out} (seed {cfg.seed}, robot {cfg.namespace}: {cfg.backend}, {cfg.image_size}px)")
     for line in summary.lines():
         print("  " + line)
     if summary.given_up:

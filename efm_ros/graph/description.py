@@ -117,13 +117,17 @@ def robot_namespace(k: int) -> str:
 
 def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/efm_sft",
                    reward_model: str | None = None, episodes_dir: str = "episodes",
-                   seed: int = 0, first_robot: int = 0, watch_dir: str | None = None) -> list[NodeSpec]:
+                   seed: int = 0, first_robot: int = 0, watch_dir: str | None = None,
+                   robot: str | None = None, robot_args: str | None = None) -> list[NodeSpec]:
     """All nodes of a fleet of ``robots`` robots (namespaces /robot_<first_robot + k>).
 
     sim: start the embedded robot in each namespace; otherwise the lab's arm driver provides
     camera/image_raw (or the camera node reads a device, see config), cmd_vel and the reset service.
     model: exported policy directory; reward_model: the frozen Stage-1 model (default: ``model``).
     watch_dir: directory of policy versions the policy nodes hot-swap to (the trainer's versions/).
+    robot, robot_args: with sim, the simulated robot backend (dotted path) and its constructor
+    arguments (JSON); None: the parameters file's (the embedded table). Another backend without
+    robot_args gets none ({}), not the table's site arguments.
     """
     if robots < 1:
         raise ValueError(f"robots must be >= 1, got {robots}")
@@ -131,10 +135,13 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
     specs: list[NodeSpec] = []
     for k in range(first_robot, first_robot + robots):
         ns = robot_namespace(k)
-        robot = ns.strip("/")
+        name = ns.strip("/")
         if sim:
+            backend = {"backend": robot} if robot else {}
+            if robot_args is not None or robot:
+                backend["backend_args"] = robot_args if robot_args is not None else "{}"
             specs.append(NodeSpec("sim_robot", ns, "sim_robot_node", "efm_ros.nodes.sim_robot:SimRobotNode",
-                                  {"seed": seed * 100_003 + k * 1_000}))
+                                  {"seed": seed * 100_003 + k * 1_000, **backend}))
         specs += [
             NodeSpec("camera", ns, "camera_node", "efm_ros.nodes.camera:CameraNode", {"source": "topic"} if sim else {}),
             NodeSpec("policy", ns, "policy_node", "efm_ros.nodes.policy:PolicyNode",
@@ -142,10 +149,10 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
                       **({"trigger": "frame"} if sim else {}),  # sim camera runs at the control rate
                       **({"watch_dir": str(watch_dir)} if watch_dir else {})}),
             NodeSpec("steps_to_go", ns, "steps_to_go_node", "efm_ros.nodes.steps_to_go:StepsToGoNode",
-                     {"model_dir": str(reward_model), "robot": robot,
+                     {"model_dir": str(reward_model), "robot": name,
                       "wait_for_logger": "logger"}),  # the logger below: no first episode is lost
             NodeSpec("logger", ns, "logger_node", "efm_ros.nodes.logger:LoggerNode",
-                     {"episodes_dir": str(episodes_dir), "robot": robot}),
+                     {"episodes_dir": str(episodes_dir), "robot": name}),
         ]
     return specs
 
@@ -168,6 +175,10 @@ _ARGUMENT_HELP = {
     "seed": "base seed (per-robot seeds derive from it)",
     "first_robot": "index of the first robot namespace (fleets across machines)",
     "watch_dir": "policy versions directory to hot-swap from (the trainer's RUN/versions)",
+    "robot": "sim robot backend, a dotted path pkg.mod:Class implementing efm_ros.robots.Robot "
+             "(default: the parameters file's, the embedded table)",
+    "robot_args": "constructor arguments of the sim robot backend, a JSON object (default: the parameters "
+                  "file's for the table, {} for another robot)",
     "params_file": "parameters YAML (default: config/efm_ros.yaml of the package)",
 }
 

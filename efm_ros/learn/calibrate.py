@@ -67,6 +67,7 @@ import numpy as np
 
 from efm_ros.learn.objectives import consecutive_success
 from efm_ros.model.bins import T_MAX
+from efm_ros.robots import DEFAULT_ROBOT
 from efm_ros.vision.preprocess import IMAGE_SIZE
 
 DFn = Callable[[np.ndarray, np.ndarray, str], Any]
@@ -636,30 +637,35 @@ def onnx_d_fn(model) -> DFn:
 
 
 def sim_failure_rollouts(n: int, seed: int = 0, image_size: int = IMAGE_SIZE, max_steps: int = T_MAX, *,
-                         families: Sequence[str] | None = None, variant: str = "blocks",
-                         policy: str = "mixed", max_attempts: int | None = None, progress: bool = False) -> list:
-    """``n`` rollouts on the embedded robot whose ground-truth goal NEVER held (all negatives).
+                         families: Sequence[str] | None = None, variant: str | None = None,
+                         policy: str = "mixed", max_attempts: int | None = None, progress: bool = False,
+                         robot: str = DEFAULT_ROBOT, robot_kwargs: dict | None = None) -> list:
+    """``n`` rollouts on a simulated robot whose ground-truth goal NEVER held (all negatives).
 
-    policy: "random" (smooth random pushing, :class:`~efm_ros.sim.demonstrator.RandomPolicy`),
-    "noisy" (a very noisy, detour-prone scripted demonstrator: near misses, the hardest
-    negatives) or "mixed" (alternating; "random" only on the novel_bar table, which has no
-    demonstrator). Attempt i uses the episode seed SeedSequence([seed, i, FAILURE_SEED_TAG]);
+    policy: "random" (smooth random actions, :class:`~efm_ros.robots.rollout.RandomExpert`),
+    "noisy" (a very noisy expert, :func:`~efm_ros.robots.rollout.noisy_expert`: near misses, the
+    hardest negatives) or "mixed" (alternating; "random" only on a robot without an expert, e.g. the
+    novel_bar table). Attempt i uses the episode seed SeedSequence([seed, i, FAILURE_SEED_TAG]);
     rollouts that reach their goal (ground truth, checked every step) are dropped. Returns
-    :class:`~efm_ros.sim.demonstrator.EpisodeRollout` objects of max_steps actions each.
+    :class:`~efm_ros.robots.rollout.EpisodeRollout` objects of max_steps actions each.
+    robot / robot_kwargs: the backend (:func:`efm_ros.robots.make_robot`); families and variant are
+    passed to it when given.
     """
-    from efm_ros.sim.demonstrator import RandomPolicy, ScriptedDemonstrator, run_episode
-    from efm_ros.sim.tabletop import TabletopRobot
+    from efm_ros.robots import make_robot
+    from efm_ros.robots.rollout import RandomExpert, noisy_expert, run_expert_episode
 
     if policy not in ("random", "noisy", "mixed"):
         raise ValueError(f"policy must be 'random', 'noisy' or 'mixed', got {policy!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    robot = TabletopRobot(image_size=image_size, variant=variant, families=families)
-    random_policy = RandomPolicy()
-    policies = [random_policy]
-    if policy != "random" and variant != "novel_bar":
-        noisy = ScriptedDemonstrator(noise_std=0.7, detour_prob=0.15, start_detour_prob=0.5)
-        policies = [noisy] if policy == "noisy" else [random_policy, noisy]
+    kwargs = {"image_size": image_size, **(robot_kwargs or {})}
+    kwargs.update({k: v for k, v in (("families", families), ("variant", variant)) if v is not None})
+    sim = make_robot(robot, **kwargs)
+    random_expert = RandomExpert(sim)
+    policies = [random_expert]
+    noisy = noisy_expert(sim) if policy != "random" else None
+    if noisy is not None:
+        policies = [noisy] if policy == "noisy" else [random_expert, noisy]
     max_attempts = 20 * n + 20 if max_attempts is None else max_attempts
     bar = None
     if progress:
@@ -672,7 +678,7 @@ def sim_failure_rollouts(n: int, seed: int = 0, image_size: int = IMAGE_SIZE, ma
             if len(out) == n:
                 break
             ep_seed = int(np.random.SeedSequence([int(seed), i, FAILURE_SEED_TAG]).generate_state(1, np.uint64)[0] >> 1)
-            rollout = run_episode(robot, policies[i % len(policies)], ep_seed, max_steps, stop_on_success=True)
+            rollout = run_expert_episode(sim, policies[i % len(policies)], ep_seed, max_steps, stop_on_success=True)
             if not rollout.success:   # stop_on_success: success never held at any step
                 out.append(rollout)
                 if bar is not None:

@@ -54,7 +54,8 @@ from efm_ros.learn.calibrate import (
     threshold_stats,
 )
 from efm_ros.model.bins import T_MAX
-from efm_ros.robots import DEFAULT_ROBOT
+from efm_ros.robots import (DEFAULT_ROBOT, add_robot_arguments, make_robot, parse_robot_args,
+                            practice_robot_kwargs, robot_family, robot_instructions)
 
 SCHEMA = "efm_ros.eval/1"
 EVAL_SEED_TAG = 0xE7A1
@@ -87,11 +88,6 @@ def episode_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index), EVAL_SEED_TAG]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def default_families(variant: str) -> tuple[str, ...]:
-    """The practice task of each table: Block2Block (the paper's) on "blocks", the bar on "novel_bar"."""
-    return ("bar2location",) if variant == "novel_bar" else ("block2block",)
-
-
 @dataclass(frozen=True)
 class EvalConfig:
     """What one evaluation runs (picklable: it is sent to every worker)."""
@@ -104,10 +100,10 @@ class EvalConfig:
     """evaluation seed: episode layouts and action sampling"""
     max_steps: int = T_MAX
     """ground-truth evaluation stop"""
-    variant: str = "blocks"
-    """table variant (TabletopRobot only)"""
+    variant: str | None = None
+    """the backend's ``variant`` argument (the embedded table: "blocks" or "novel_bar"); None: its default"""
     families: tuple[str, ...] | None = None
-    """instruction families (TabletopRobot only); None: ``default_families(variant)``"""
+    """the backend's ``families`` argument; None: its practice task (``practice_kwargs``)"""
     greedy: bool = False
     """most likely action tokens instead of sampling"""
     robot: str = DEFAULT_ROBOT
@@ -124,12 +120,26 @@ class EvalConfig:
     """override k (default: the reward model's manifest)"""
 
 
+def evaluation_robot_kwargs(cfg: EvalConfig, image_size: int) -> dict:
+    """The backend's constructor arguments: the model's frame size, variant and families when given,
+    ``robot_kwargs``, completed by the backend's practice task (:func:`practice_robot_kwargs`)."""
+    kwargs = {"image_size": image_size, **{k: v for k, v in (("variant", cfg.variant), ("families", cfg.families))
+                                           if v is not None}, **cfg.robot_kwargs}
+    return practice_robot_kwargs(cfg.robot, kwargs)
+
+
+def _jsonable(kwargs: dict) -> dict:
+    """Constructor arguments as JSON values (tuples become lists; anything else its repr)."""
+    import json
+
+    return json.loads(json.dumps(kwargs, default=lambda v: list(v) if isinstance(v, (tuple, set)) else repr(v)))
+
+
 class _Evaluator:
     """Models and robot of one process; runs episodes by index."""
 
     def __init__(self, cfg: EvalConfig):
         from efm_ros.model.runtime import load_model
-        from efm_ros.robots import make_robot
 
         self.cfg = cfg
         kw = dict(providers=list(cfg.providers) if cfg.providers else None, intra_op_threads=cfg.threads)
@@ -143,26 +153,26 @@ class _Evaluator:
         self.k = int(self.reward.success_k if cfg.success_k is None else cfg.success_k)
         if self.k < 1:
             raise ValueError(f"success_k must be >= 1, got {self.k}")
-        robot_kwargs = dict(cfg.robot_kwargs)
-        if cfg.robot == DEFAULT_ROBOT:
-            families = cfg.families or default_families(cfg.variant)
-            robot_kwargs = {"image_size": self.policy.image_size, "variant": cfg.variant, "families": families,
-                            **robot_kwargs}
-            self._check_instructions(families)
-        self.robot = make_robot(cfg.robot, **robot_kwargs)
+        self.robot_kwargs = evaluation_robot_kwargs(cfg, self.policy.image_size)
+        self.robot = make_robot(cfg.robot, **self.robot_kwargs)
+        if int(self.robot.action_dim) != self.policy.action_bins.dims:
+            raise ValueError(f"the model acts in {self.policy.action_bins.dims} dimensions, the robot {cfg.robot} "
+                             f"in {self.robot.action_dim}")
+        self._check_instructions()
 
-    def _check_instructions(self, families: Sequence[str]) -> None:
-        from efm_ros.sim.instructions import all_instructions
-
+    def _check_instructions(self) -> None:
+        """Every instruction the robot can draw must have an embedding (or a text encoder)."""
+        drawn = robot_instructions(self.robot)
+        if drawn is None:
+            return
         for name, model in (("model", self.policy), ("reward model", self.reward)):
             if model.encoder is not None:
                 continue
-            missing = [t for t in all_instructions(families) if t not in model.instructions]
+            missing = [t for t in drawn if t not in model.instructions]
             if missing:
                 raise ValueError(f"the {name} {model.model_dir} has no embedding for {len(missing)} of the "
-                                 f"{len(all_instructions(families))} instructions of {list(families)} "
-                                 f"(e.g. {missing[0]!r}); export it with all of them "
-                                 "(efm_ros.sim.instructions.all_instructions) or choose other --families")
+                                 f"{len(drawn)} instructions the robot draws (e.g. {missing[0]!r}); train it on "
+                                 "demonstrations of this robot, or choose other --families / --robot-args")
 
     def run(self, index: int) -> dict:
         """One episode: act until ground-truth success (+ k - 1 confirmation ticks) or max_steps."""
@@ -191,9 +201,8 @@ class _Evaluator:
         d = np.asarray(d, dtype=np.float64)
         steps = success_tick if success_tick is not None else cfg.max_steps
         detection = episode_level_detection([d], [np.asarray(truth)], self.s, self.k).episodes[0]
-        task = getattr(robot, "task", None)
         return {
-            "index": int(index), "seed": seed, "family": getattr(task, "family", ""), "instruction": instruction,
+            "index": int(index), "seed": seed, "family": robot_family(robot), "instruction": instruction,
             "success": success_tick is not None, "steps": int(steps), "success_tick": success_tick,
             "detector_tick": detection.fire_tick, "detector_outcome": detection.outcome,
             "detector_early_by": detection.early_by,
@@ -306,7 +315,7 @@ def steps_to_go_quality(reward_model, demos: str | Path | Iterable, *, s: float,
 
 
 def evaluate_policy(model_dir: str | Path, episodes: int, seed: int = 0, *,
-                    reward_model_dir: str | Path | None = None, max_steps: int = T_MAX, variant: str = "blocks",
+                    reward_model_dir: str | Path | None = None, max_steps: int = T_MAX, variant: str | None = None,
                     families: Sequence[str] | None = None, demos: str | Path | Iterable | None = None,
                     max_demos: int | None = 200, workers: int = 1, threads: int = 1, greedy: bool = False,
                     robot: str = DEFAULT_ROBOT, robot_kwargs: dict | None = None,
@@ -365,7 +374,8 @@ def evaluate_policy(model_dir: str | Path, episodes: int, seed: int = 0, *,
                   "reward_dir": str(reward_model_dir or model_dir), "reward_version": local.reward.version,
                   "s": local.s, "k": local.k, "providers": local.policy.providers},
         "config": {"episodes": episodes, "seed": int(seed), "max_steps": int(max_steps), "variant": variant,
-                   "families": list(local.robot.config.task_families) if robot == DEFAULT_ROBOT else None,
+                   "families": (list(local.robot_kwargs["families"]) if local.robot_kwargs.get("families") is not None
+                                else None), "robot_kwargs": _jsonable(local.robot_kwargs),
                    "greedy": greedy, "robot": robot, "workers": workers, "image_size": local.policy.image_size,
                    "confirmation_ticks": local.k - 1},
         **summarize(ordered, local.s, local.k, max_steps),
@@ -539,25 +549,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="report directory (default eval/<model name>-s<seed>)")
     p.add_argument("--reward-model", help="model whose reward graph and s/k judge success (default --model)")
     p.add_argument("--families", nargs="+",
-                   help="instruction families (default: block2block; bar2location on novel_bar)")
-    p.add_argument("--variant", choices=("blocks", "novel_bar"), default="blocks")
+                   help="the backend's instruction families (default: its practice task; the table's: block2block, "
+                        "bar2location on novel_bar)")
+    p.add_argument("--variant", default=None, help="the backend's variant (the table: blocks (default) or novel_bar)")
     p.add_argument("--max-steps", type=int, default=T_MAX, help=f"ground-truth evaluation stop (default {T_MAX})")
     p.add_argument("--demos", help="held-out demonstration bags for steps-to-go quality")
     p.add_argument("--max-demos", type=int, default=200, help="use at most this many demo bags (default 200)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per process (default 1)")
     p.add_argument("--greedy", action="store_true", help="take the most likely action tokens instead of sampling")
-    p.add_argument("--robot", default=DEFAULT_ROBOT, help="robot backend, dotted path (default the embedded table)")
+    add_robot_arguments(p)
     p.add_argument("--no-plots", action="store_true", help="write no PNGs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     families = None if a.families is None else tuple(x for f in a.families for x in f.split(",") if x)
     out = Path(a.out) if a.out else Path("eval") / f"{Path(a.model).resolve().name}-s{a.seed}"
     try:
+        robot_kwargs = parse_robot_args(a.robot_args)
         result = evaluate_policy(a.model, a.episodes, a.seed, reward_model_dir=a.reward_model, max_steps=a.max_steps,
                                  variant=a.variant, families=families, demos=a.demos, max_demos=a.max_demos,
                                  workers=a.workers, threads=a.threads, greedy=a.greedy, robot=a.robot,
-                                 progress=not a.quiet)
+                                 robot_kwargs=robot_kwargs, progress=not a.quiet)
     except (ValueError, FileNotFoundError) as e:
         print(f"efm-ros eval: {e}", file=sys.stderr)
         return 2

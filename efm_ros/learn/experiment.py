@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from efm_ros.learn.evaluate import success_on_fixed_episodes as evaluate  # the one evaluation protocol
+from efm_ros.robots import add_robot_arguments
 
 
 def _train_and_export(demos: Path, n: int, seed: int, out: Path, *, steps: int, random_init: bool = False,
@@ -79,11 +80,21 @@ def improve_config(args, seed: int):
                          **({"audit_model": str(args.audit_model)} if args.audit_model else {}), **extra)
 
 
-def _practise(policy: Path, reward: Path, out: Path, budget: int, seed: int, workers: int, robot_kwargs, args) -> dict:
+def robot_of(args) -> dict:
+    """The robot an experiment practises and evaluates on: ``robot`` and ``robot_kwargs`` from
+    ``--robot`` / ``--robot-args`` (the backend's practice task unless they name one)."""
+    from efm_ros.robots import DEFAULT_ROBOT, parse_robot_args
+
+    return {"robot": getattr(args, "robot", DEFAULT_ROBOT),
+            "robot_kwargs": parse_robot_args(getattr(args, "robot_args", None))}
+
+
+def _practise(policy: Path, reward: Path, out: Path, budget: int, seed: int, workers: int, robot: dict, args) -> dict:
+    """Stage 2 in process; ``robot``: {"robot": backend, "robot_kwargs": {...}} (:func:`robot_of`)."""
     from efm_ros.learn.practice import practise_sim
 
     res = practise_sim(policy, reward, out, episode_budget=budget, config=improve_config(args, seed), workers=workers,
-                       seed=seed, robot_kwargs=robot_kwargs)
+                       seed=seed, **robot)
     return {"episodes": res.episodes, "iterations": res.iterations, "seconds": res.seconds,
             "best": str(res.best_version_dir) if res.best_version_dir else None, "final": str(res.final_version_dir)}
 
@@ -91,6 +102,7 @@ def _practise(policy: Path, reward: Path, out: Path, budget: int, seed: int, wor
 def figure3(args) -> dict:
     out = Path(args.out)
     results = {"n": args.n, "si_fraction": args.si_fraction, "seeds": {}, "eval_episodes": args.eval_episodes}
+    robot = robot_of(args)
     for seed in args.seeds:
         t0 = time.monotonic()
         sd = out / f"seed{seed}"
@@ -99,12 +111,12 @@ def figure3(args) -> dict:
         large = _train_and_export(args.demos, 8 * args.n, seed, sd / "bc_8n", steps=args.steps_large or args.steps,
                                   threads=args.threads, cache_dir=args.cache_dir)
         budget = max(1, math.floor(args.si_fraction * args.n))
-        si = _practise(small, small, sd / "si", budget, seed, args.workers, {"families": ["block2block"]}, args)
-        row = {"BC(n)": evaluate(small, args.eval_episodes, args.workers, families=["block2block"]),
-               "BC(8n)": evaluate(large, args.eval_episodes, args.workers, families=["block2block"]),
+        si = _practise(small, small, sd / "si", budget, seed, args.workers, robot, args)
+        row = {"BC(n)": evaluate(small, args.eval_episodes, args.workers, **robot),
+               "BC(8n)": evaluate(large, args.eval_episodes, args.workers, **robot),
                "practice": si, "stage1": {"n": _stage1_summary(small), "8n": _stage1_summary(large)}}
         if si["best"]:
-            row["SFT(n)+SI"] = evaluate(Path(si["best"]), args.eval_episodes, args.workers, families=["block2block"])
+            row["SFT(n)+SI"] = evaluate(Path(si["best"]), args.eval_episodes, args.workers, **robot)
         row["seconds"] = time.monotonic() - t0
         results["seeds"][str(seed)] = row
         _write(out, results, ("BC(n)", "BC(8n)", "SFT(n)+SI"), "Figure 3 analogue: Block2Block ground-truth success")
@@ -134,7 +146,7 @@ def novel(args) -> dict:
     results = {"seeds": {}, "eval_episodes": args.eval_episodes}
     for seed in args.seeds:
         si = _practise(base, base, out / f"seed{seed}" / "si", args.episodes, seed, args.workers,
-                       {"variant": "novel_bar"}, args)
+                       {"robot_kwargs": {"variant": "novel_bar"}}, args)
         row = {"before": evaluate(base, args.eval_episodes, args.workers, variant="novel_bar"), "practice": si}
         if si["best"]:
             row["after"] = evaluate(Path(si["best"]), args.eval_episodes, args.workers, variant="novel_bar")
@@ -147,20 +159,21 @@ def rm_ablation(args) -> dict:
     out = Path(args.out)
     results = {"n": args.n, "seeds": {}, "eval_episodes": args.eval_episodes}
     budget = max(1, math.floor(args.si_fraction * args.n))
+    robot = robot_of(args)
     for seed in args.seeds:
         sd = out / f"seed{seed}"
         policy = _train_and_export(args.demos, args.n, seed, sd / "pretrained", steps=args.steps, threads=args.threads,
                                    cache_dir=args.cache_dir)
         scratch = _train_and_export(args.demos, args.n, seed, sd / "random_init", steps=args.steps, random_init=True,
                                     threads=args.threads, cache_dir=args.cache_dir)
-        row = {"SFT(n)": evaluate(policy, args.eval_episodes, args.workers, families=["block2block"]),
+        row = {"SFT(n)": evaluate(policy, args.eval_episodes, args.workers, **robot),
                "stage1": {"pretrained": _stage1_summary(policy), "random_init": _stage1_summary(scratch)}}
         for name, rm in (("SI, pretrained RM", policy), ("SI, random-init RM", scratch)):
             si = _practise(policy, rm, sd / name.replace(" ", "_").replace(",", ""), budget, seed, args.workers,
-                           {"families": ["block2block"]}, args)
+                           robot, args)
             row[f"practice {name}"] = si
             if si["best"]:
-                row[name] = evaluate(Path(si["best"]), args.eval_episodes, args.workers, families=["block2block"])
+                row[name] = evaluate(Path(si["best"]), args.eval_episodes, args.workers, **robot)
         results["seeds"][str(seed)] = row
         _write(out, results, ("SFT(n)", "SI, pretrained RM", "SI, random-init RM"),
                "Reward-model pretraining ablation: Block2Block ground-truth success")
@@ -320,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--threads", type=int, default=0, help="Stage-1 torch / ONNX Runtime threads (0: defaults)")
         s.add_argument("--cache-dir", type=Path, default=None,
                        help="Stage-1 feature cache (default DEMOS_features next to the demos)")
+        add_robot_arguments(s)
     lad = sub.add_parser("ladder", help="the Stage-2 ladder (simulation only); --rung pointmass: the authors' toy")
     lad.add_argument("--rung", choices=(*STATE_RUNGS, *RUNGS), default="pointmass",
                      help="pointmass (0); state (the table with privileged state observations, oracle termination); "

@@ -170,6 +170,9 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
         chunks = []
         for path in paths:
             ep = read_episode(path)
+            if tokens and ep.tokens.shape[1] != tokens[0].shape[1]:
+                raise ValueError(f"{path}: {ep.tokens.shape[1]} action dimensions, but {paths[0].name} has "
+                                 f"{tokens[0].shape[1]}: train on demonstrations of one robot")
             chunks.append(extract_features(extractor, ep.frames))
             n_frames.append(len(ep.frames))
             ids.append(ep.episode_id)

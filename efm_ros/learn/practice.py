@@ -19,18 +19,19 @@ from pathlib import Path
 
 from efm_ros.learn.improve import ImproveConfig, Improver
 from efm_ros.model.bins import T_MAX
+from efm_ros.robots import DEFAULT_ROBOT, practice_robot_kwargs
 
 _CACHE: dict = {}
 
 
-def _worker_init(robot_kwargs: dict) -> None:
+def _worker_init(robot: str, robot_kwargs: dict) -> None:
     import os
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from efm_ros.sim.tabletop import TabletopRobot
+    from efm_ros.robots import make_robot
 
     _CACHE.clear()
-    _CACHE["robot"] = TabletopRobot(seed=0, **robot_kwargs)
+    _CACHE["robot"] = make_robot(robot, **robot_kwargs)
 
 
 def _model(path: str):
@@ -72,12 +73,14 @@ class PracticeResult:
 
 def practise_sim(policy_dir: str | Path, reward_dir: str | Path, out_dir: str | Path, *, episode_budget: int,
                  config: ImproveConfig | None = None, workers: int = 2, seed: int = 0, max_steps: int = T_MAX,
-                 robot_kwargs: dict | None = None, progress: bool = True, oracle: str = "",
-                 oracle_reward: bool = False, oracle_termination: bool = False) -> PracticeResult:
+                 robot: str = DEFAULT_ROBOT, robot_kwargs: dict | None = None, progress: bool = True,
+                 oracle: str = "", oracle_reward: bool = False, oracle_termination: bool = False) -> PracticeResult:
     """Practise until ``episode_budget`` episodes have been collected; returns the versions made.
 
-    robot_kwargs: TabletopRobot options, e.g. {"families": ["block2block"]} (the paper's practice
-    task) or {"variant": "novel_bar"} (the novel object).
+    robot / robot_kwargs: the robot backend (:func:`efm_ros.robots.make_robot`) and its constructor
+    arguments, completed by its practice task (:func:`efm_ros.robots.practice_robot_kwargs`) and
+    the model's frame size; for the embedded table e.g. {} (Block2Block, the paper's practice task)
+    or {"variant": "novel_bar"} (the novel object).
     oracle ("goal" / "approach", experiment code only: the Stage-2 ladder): privileged simulator d
     recorded per frame; ``oracle_reward`` makes it the learner's reward, ``oracle_termination``
     ends the episodes on it (ground truth) instead of the learned detector.
@@ -95,11 +98,14 @@ def practise_sim(policy_dir: str | Path, reward_dir: str | Path, out_dir: str | 
         from efm_ros.learn.oracle import oracle_d_of as reward_source
     imp = Improver(policy_dir, reward_dir, out_dir, config or ImproveConfig(seed=seed), reward_source=reward_source)
     current = Path(policy_dir)
-    robot_kwargs = dict(robot_kwargs or {"families": ["block2block"]})
+    from efm_ros.model.manifest import verify_manifest
+
+    image_size = verify_manifest(policy_dir)["preprocessing"]["image_size"]
+    robot_kwargs = practice_robot_kwargs(robot, {"image_size": image_size, **(robot_kwargs or {})})
     ctx = mp.get_context("spawn")
     done = 0
     bar = tqdm(total=episode_budget, desc="practice", unit="ep", disable=not progress)
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(robot_kwargs,)) as pool:
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(robot, robot_kwargs)) as pool:
         while done < episode_budget:
             # one wave of episodes with the current version; the learner needs >= N·B transitions
             wave = min(max(workers, 4), episode_budget - done)

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from efm_ros.learn.features import EpisodeFeatures, frame_pairs
+from efm_ros.robots import parse_robot_args
 
 
 @dataclass
@@ -89,7 +90,13 @@ class SFTConfig:
     progress: bool = True
     """tqdm progress bars"""
     model_config: dict = dataclasses.field(default_factory=dict)
-    """EFMConfig overrides (e.g. {"trunk": "flatten"}) for head ablations; {} = the defaults"""
+    """EFMConfig overrides (e.g. {"trunk": "flatten"}) for head ablations; {} = the defaults
+    (action_dims comes from the demonstrations)"""
+    robot: str | None = None
+    """simulated robot backend of the demos (instructions to embed, failed rollouts for calibration);
+    None: the one recorded in the bags, if any"""
+    robot_args: dict | None = None
+    """its constructor arguments; None: the ones recorded in the bags"""
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -225,22 +232,49 @@ def embed_instructions(instructions: list[str], cache: Path | None):
     return InstructionTable(dict(zip(instructions, embeddings)))
 
 
-def demo_backend(paths: list[Path]) -> str:
-    """The robot backend the demos were recorded on (custom_data "robot_backend"; "" if unknown)."""
+def demo_robot(paths: list[Path], robot: str | None = None, robot_args: dict | None = None) -> tuple[str, dict]:
+    """The simulated robot backend the demos were recorded on and its constructor arguments, from the
+    first bag's custom_data ("robot_backend", "robot_args"); ``robot`` / ``robot_args`` override them.
+    ("", {}) for demonstrations without a simulated backend (a real arm, a user's own bags)."""
     from efm_ros.data import read_metadata
 
-    return str((read_metadata(paths[0]).get("custom_data") or {}).get("robot_backend", "")) if paths else ""
+    custom = (read_metadata(paths[0]).get("custom_data") or {}) if paths else {}
+    backend = robot if robot is not None else str(custom.get("robot_backend", ""))
+    if robot_args is not None:
+        kwargs = dict(robot_args)
+    else:
+        kwargs = json.loads(custom["robot_args"]) if custom.get("robot_args") and robot is None else {}
+    return backend, kwargs
 
 
-def serving_instructions(fs: EpisodeFeatures, sim_demos: bool) -> list[str]:
-    """The demos' instructions, plus every block-table instruction when the demos come from the
-    embedded simulator (so the exported model can be asked any of them, e.g. in Stage 2)."""
+def robot_instruction_list(backend: str, kwargs: dict, image_size: int) -> list[str]:
+    """Every instruction the backend can draw (:func:`efm_ros.robots.robot_instructions`); [] when
+    there is no backend or it cannot list them."""
+    if not backend:
+        return []
+    from efm_ros.robots import make_robot, robot_instructions
+
+    sim = make_robot(backend, **{"image_size": image_size, **kwargs})
+    try:
+        return robot_instructions(sim) or []
+    finally:
+        close = getattr(sim, "close", None)
+        if callable(close):
+            close()
+
+
+def serving_instructions(fs: EpisodeFeatures, robot_instructions: list[str]) -> list[str]:
+    """The demos' instructions, plus every instruction of the robot the demos were recorded on (so
+    the exported model can be asked any of them, e.g. in Stage 2)."""
     out = list(dict.fromkeys(fs.instructions))
-    if sim_demos:
-        from efm_ros.sim.instructions import BLOCK_FAMILIES, all_instructions
+    return out + [t for t in robot_instructions if t not in set(out)]
 
-        out += [t for t in all_instructions(BLOCK_FAMILIES) if t not in out]
-    return out
+
+def demo_action_dims(path: Path) -> int:
+    """Action dimensions of a demonstration bag (its tokens' width)."""
+    from efm_ros.data import read_episode
+
+    return int(read_episode(path).tokens.shape[1])
 
 
 def fit_heads(model, feats, text, train_examples: tuple[Examples, Examples], val_examples: tuple[Examples, Examples],
@@ -340,19 +374,21 @@ def train(cfg: SFTConfig) -> dict:
     torch.manual_seed(cfg.seed)                  # head init (and a random backbone's weights)
 
     # -- model and data -------------------------------------------------------------------------
-    config = EFMConfig.from_dict({**EFMConfig().to_dict(), **cfg.model_config, "pretrained": not cfg.random_init})
-    model = EFM(config)
+    EFMConfig.from_dict({**EFMConfig().to_dict(), **cfg.model_config})   # a typo fails before any work
     paths = list_episodes(cfg.demos)
     if cfg.max_episodes is not None:
         paths = paths[:cfg.max_episodes]
     if len(paths) < 2:
         raise ValueError(f"{cfg.demos}: need at least 2 episodes (train + validation), found {len(paths)}")
+    overrides = {"action_dims": demo_action_dims(paths[0]), **cfg.model_config}   # the robot's action size
+    config = EFMConfig.from_dict({**EFMConfig().to_dict(), **overrides, "pretrained": not cfg.random_init})
+    model = EFM(config)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "features"
     t0 = time.perf_counter()
     fs = cached_episode_features(paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress)
     feature_seconds = time.perf_counter() - t0
-    sim_demos = demo_backend(paths).startswith("efm_ros.sim.tabletop")
-    instructions = serving_instructions(fs, sim_demos)
+    backend, backend_args = demo_robot(paths, cfg.robot, cfg.robot_args)
+    instructions = serving_instructions(fs, robot_instruction_list(backend, backend_args, config.image_size))
     table = embed_instructions(instructions, cache_dir / "instructions.npz")
     table.save(out / "instructions.npz")
     row_of = {t: i for i, t in enumerate(instructions)}
@@ -378,7 +414,7 @@ def train(cfg: SFTConfig) -> dict:
     plot_sft_curves(rows, out / "curves.png", best_metrics)
 
     # -- success threshold: reward model on held-out demos + failed rollouts ---------------------
-    calibration = calibrate_run(out, paths, val_eps, table, cfg, sim_demos, config.image_size)
+    calibration = calibrate_run(out, paths, val_eps, table, cfg, (backend, backend_args), config.image_size)
     cal = calibration["success_calibration"]
 
     pol, rm = best_metrics["val_bc_loss"], best_metrics["val_stg_loss"]
@@ -433,9 +469,10 @@ def features_d_fn(reward_model, extractor, table):
 
 
 def calibrate_run(out: Path, paths: list[Path], val_eps: np.ndarray, table, cfg: SFTConfig,
-                  sim_demos: bool, image_size: int) -> dict:
+                  robot: tuple[str, dict], image_size: int) -> dict:
     """Calibrate (s, k) of the success detector (``efm_ros.learn.calibrate``) with the selected
-    reward model on the held-out demonstrations and, for simulator demos, on failed rollouts."""
+    reward model on the held-out demonstrations and, for demos of a simulated robot (``robot`` =
+    (backend, kwargs); ("", {}) for none), on failed rollouts of that robot."""
     from efm_ros.data import read_episode
     from efm_ros.learn.calibrate import calibrate_model, plot_roc, sim_failure_rollouts
     from efm_ros.model.export import OnnxFeatureExtractor
@@ -445,8 +482,10 @@ def calibrate_run(out: Path, paths: list[Path], val_eps: np.ndarray, table, cfg:
     reward_model = load_checkpoint(out / "reward_model.safetensors")
     extractor = OnnxFeatureExtractor(reward_model, threads=cfg.threads)
     demos = [read_episode(paths[i]) for i in val_eps]
-    n_fail = cfg.calibration_failures if sim_demos else 0
-    failures = sim_failure_rollouts(n_fail, seed=cfg.seed, image_size=image_size) if n_fail else []
+    backend, backend_args = robot
+    n_fail = cfg.calibration_failures if backend else 0
+    failures = sim_failure_rollouts(n_fail, seed=cfg.seed, image_size=image_size, robot=backend,
+                                    robot_kwargs=backend_args) if n_fail else []
     cal = calibrate_model(features_d_fn(reward_model, extractor, table), demos, failures, progress=cfg.progress)
     plot_roc(cal, out / "success_roc.png")
     result = cal.train_meta()
@@ -480,6 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="feature cache directory (default RUN/features)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch/ORT threads (default: theirs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--robot", default=None, metavar="PKG.MOD:CLASS",
+                   help="simulated robot backend the demos come from (default: the one recorded in the bags; "
+                        "none for real-arm bags): its instructions are embedded, its failed rollouts calibrate s")
+    p.add_argument("--robot-args", default=None, metavar="JSON",
+                   help="constructor arguments of --robot, a JSON object (default: the ones recorded in the bags)")
     p.add_argument("--model-config", default="{}",
                    help='EFMConfig overrides as JSON, e.g. \'{"trunk": "flatten"}\' (default: none)')
     p.epilog = __doc__[__doc__.index("One network"):]
@@ -488,12 +532,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        robot_args = None if args.robot_args is None else parse_robot_args(args.robot_args)
+    except ValueError as exc:
+        print(f"train-sft: {exc}", file=sys.stderr)
+        return 2
     cfg = SFTConfig(demos=args.demos, out=args.out, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
                     val_fraction=args.val_fraction, random_init=args.random_init, max_episodes=args.max_episodes,
                     eval_every=args.eval_every, calibration_failures=args.calibration_failures,
                     cache_dir=args.cache_dir, threads=args.threads, progress=not args.no_progress,
-                    model_config=json.loads(args.model_config))
+                    model_config=json.loads(args.model_config), robot=args.robot,
+                    robot_args=robot_args)
     if cfg.steps < 1 or cfg.eval_every < 1 or not 0 < cfg.val_fraction < 1 or cfg.batch_size < 2:
         print("train-sft: --steps, --eval-every >= 1, --batch-size >= 2, --val-fraction in (0, 1)", file=sys.stderr)
         return 2

@@ -5,8 +5,13 @@ Publishes
   policy_action   efm_ros/PolicyAction (reliable, depth 10), one per acted tick: header.stamp =
                   the SOURCE camera image's stamp (the bag reader aligns on it), episode_id, step,
                   sampled action (as sampled, unclamped), tokens, log_prob, entropy, model_version
-  cmd_vel         geometry_msgs/TwistStamped (reliable, depth 10): action x max_speed_mps in m/s,
-                  speed clamped to max_speed_mps; a zero twist = hold still
+  cmd_vel         geometry_msgs/TwistStamped (reliable, depth 10): each action component on its axis
+                  (action_axes; default by the model's action size: 2 = linear.x/y, 3 = linear.x/y/z,
+                  4 = linear.x/y/z + gripper), linear x max_speed_mps in m/s and angular x
+                  max_angular_rps in rad/s, each part's norm clamped to its maximum; a zero twist =
+                  hold still
+  gripper_cmd     std_msgs/Float64 (reliable, depth 10), only with a gripper axis: -1 open .. +1
+                  closed; not sent while holding still (the gripper keeps its state)
   /diagnostics    tick rate, camera->action latency p50/p99, stale/skipped/clamped/held counts,
                   model version, swaps, refused versions, faults (1 Hz, in every lifecycle state)
   policy/version  std_msgs/String (reliable, transient local): the version it acts with, on
@@ -63,7 +68,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
+from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
 from efm_ros.control.hotswap import HotSwapper
@@ -74,6 +79,7 @@ from efm_ros.model.runtime import load_model
 from efm_ros.model.signing import SignatureError, check_trusted, load_public_key
 from efm_ros.msg import EpisodeEvent, PolicyAction, StepsToGo
 from efm_ros.nodes.common import StartupError, declare, diagnostic_array, spin_node
+from efm_ros.robots.commands import ActionAxes
 from efm_ros.vision.preprocess import FrameError, decode
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -121,6 +127,11 @@ class PolicyNode(LifecycleNode):
                                       "unconfigured and wait for a lifecycle configure", **ro)
         self.command_frame = declare(self, "command_frame_id", "table", "frame_id of cmd_vel (the robot's planar "
                                      "command frame)", **ro)
+        self.action_axes = declare(self, "action_axes", "", "what each action component drives, comma separated: "
+                                   "linear.x|y|z, angular.x|y|z, gripper ('' = by the model's action size: 2 planar, "
+                                   "3 xyz, 4 xyz + gripper, 6 xyz + rotation, 7 + gripper)", **ro)
+        declare(self, "max_angular_rps", 1.0, "rotation rate of a full-scale angular action on cmd_vel, and its "
+                "limit, rad/s", lo=1e-3, hi=20.0)
 
         if self.trigger not in ("timer", "frame"):
             self.destroy_node()
@@ -154,6 +165,7 @@ class PolicyNode(LifecycleNode):
         self._control_group = MutuallyExclusiveCallbackGroup()
         self.action_pub = self.create_publisher(PolicyAction, "policy_action", 10)
         self.cmd_pub = self.create_publisher(TwistStamped, "cmd_vel", 10)
+        self.gripper_pub = self.create_publisher(Float64, "gripper_cmd", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.version_pub = self.create_publisher(String, "~/version", LATCHED)
         self.create_subscription(Image, "camera/image", self._on_image, qos_profile_sensor_data, callback_group=inputs)
@@ -193,6 +205,12 @@ class PolicyNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 — rclpy would turn an exception into a silent ERROR transition
             self._last_fault = f"configure failed: {exc}"
             self.get_logger().error(f"configure failed, staying unconfigured: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        try:
+            self._axes_for(model.action_bins.dims)
+        except ValueError as exc:
+            self._last_fault = f"configure failed: {exc}"
+            self.get_logger().error(self._last_fault)
             return TransitionCallbackReturn.FAILURE
         self.swapper = swapper
         self.rng = np.random.default_rng(self.seed)
@@ -240,7 +258,7 @@ class PolicyNode(LifecycleNode):
         with self._tick_lock:
             was_active, self._active = self._active, False
             if was_active:
-                self._publish_twist(0.0, 0.0)
+                self._publish_twist()
 
     def _unload(self) -> None:
         if self._timer is not None:
@@ -378,25 +396,36 @@ class PolicyNode(LifecycleNode):
             self._command(action)
             self.stats.tick((self.get_clock().now() - stamp).nanoseconds * 1e-9)
 
+    def _axes_for(self, dims: int) -> ActionAxes:
+        """The action axes for a ``dims``-component action (ValueError if action_axes does not fit)."""
+        return ActionAxes.parse(self.action_axes, dims, max_speed_mps=self.get_parameter("max_speed_mps").value,
+                                max_angular_rps=self.get_parameter("max_angular_rps").value)
+
     def _command(self, action: np.ndarray) -> None:
-        """cmd_vel = action x max_speed_mps, the speed clamped to max_speed_mps (direction kept)."""
-        max_speed = self.get_parameter("max_speed_mps").value
-        a = np.asarray(action, dtype=np.float64)
-        norm = float(np.linalg.norm(a))
-        if norm > 1.0:
-            a = a / norm
+        """cmd_vel (and gripper_cmd) from the action by its axes, each part clamped to its limit."""
+        try:
+            axes = self._axes_for(len(action))
+        except ValueError as exc:   # a hot-swapped model of another action size: hold, count, report
+            self._last_fault = str(exc)
+            return self._hold("held_axes_mismatch")
+        if axes.bound(action)[1]:
             self.counts["clamped"] += 1
-        self._publish_twist(float(a[0] * max_speed), float(a[1] * max_speed))
+        linear, angular, gripper = axes.to_command(action)
+        self._publish_twist(linear, angular)
+        if gripper is not None:
+            self.gripper_pub.publish(Float64(data=gripper))
 
     def _hold(self, reason: str) -> None:
         self.counts[reason] += 1
-        self._publish_twist(0.0, 0.0)
+        self._publish_twist()
 
-    def _publish_twist(self, vx: float, vy: float) -> None:
+    def _publish_twist(self, linear=(0.0, 0.0, 0.0), angular=(0.0, 0.0, 0.0)) -> None:
         msg = TwistStamped()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.command_frame
-        msg.twist.linear.x, msg.twist.linear.y = vx, vy
+        t = msg.twist
+        t.linear.x, t.linear.y, t.linear.z = (float(v) for v in linear)
+        t.angular.x, t.angular.y, t.angular.z = (float(v) for v in angular)
         self.cmd_pub.publish(msg)
 
     # -- hot-swap triggers --------------------------------------------------------------------

@@ -7,7 +7,10 @@ Publishes
   eval/success    std_msgs/Bool ground-truth success — EVALUATION ONLY, never a reward input
   /diagnostics    diagnostic_msgs/DiagnosticArray at 1 Hz
 Subscribes
-  cmd_vel         geometry_msgs/TwistStamped, planar velocity in m/s (linear.x, linear.y)
+  cmd_vel         geometry_msgs/TwistStamped: velocity on the robot's action axes (action_axes; the
+                  table: linear.x, linear.y in m/s), as the policy node sends it
+  gripper_cmd     std_msgs/Float64, -1 open .. +1 closed (robots with a gripper axis); it stays
+                  in force for later twists
   action          std_msgs/Float32MultiArray, normalised action in [-1, 1] (tools, teleop)
 Services
   reset           std_srvs/Trigger: new episode (new seed, new instruction); message = instruction
@@ -30,14 +33,14 @@ from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from std_msgs.msg import Bool, Float32MultiArray, String
+from std_msgs.msg import Bool, Float32MultiArray, Float64, String
 from std_srvs.srv import Trigger
 
 from efm_ros.diagnostics import RollingStats
 from efm_ros.nodes.common import declare, diagnostic_array, spin_node
 from efm_ros.nodes.images import numpy_to_image
 from efm_ros.robots import make_robot
-from efm_ros.robots.commands import CommandValidator, twist_to_action
+from efm_ros.robots.commands import ActionAxes, CommandValidator
 from efm_ros.robots import DEFAULT_ROBOT
 from efm_ros.vision.preprocess import IMAGE_SIZE
 
@@ -57,7 +60,14 @@ class SimRobotNode(Node):
         self.frame_id = declare(self, "frame_id", "camera", "frame_id of published images")
 
         self.robot = make_robot(backend, image_size=image_size, control_rate_hz=self.rate_hz, **json.loads(backend_args))
-        self.validator = CommandValidator(action_dim=self.robot.action_dim)
+        axes = declare(self, "action_axes", "", "what each action component is on cmd_vel / gripper_cmd, comma "
+                       "separated ('' = the backend's action_axes, else by its action size)", read_only=True)
+        max_angular = declare(self, "max_angular_rps", 1.0, "cmd_vel rotation rate that maps to a full-scale "
+                              "angular action, rad/s", lo=1e-3, hi=20.0, read_only=True)
+        self.axes = ActionAxes.parse(axes or getattr(self.robot, "action_axes", ""), int(self.robot.action_dim),
+                                     max_speed_mps=self.max_speed, max_angular_rps=max_angular)
+        self.validator = CommandValidator(action_dim=self.robot.action_dim, axes=self.axes)
+        self._gripper: float | None = None
         self.stats = RollingStats()
         self._lock = threading.Lock()
         self._command: tuple[np.ndarray, float] | None = None
@@ -70,6 +80,8 @@ class SimRobotNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(TwistStamped, "cmd_vel", self._on_twist, qos_profile_sensor_data)
         self.create_subscription(Float32MultiArray, "action", self._on_action, qos_profile_sensor_data)
+        if self.axes.has_gripper:
+            self.create_subscription(Float64, "gripper_cmd", self._on_gripper, 10)
         self.create_service(Trigger, "reset", self._on_reset)
         self._reset_episode()
         self.create_timer(1.0 / self.rate_hz, self._tick)
@@ -92,9 +104,26 @@ class SimRobotNode(Node):
 
     def _on_twist(self, msg: TwistStamped) -> None:
         t = msg.twist
-        if any(abs(v) > 1e-9 for v in (t.linear.z, t.angular.x, t.angular.y, t.angular.z)):
+        action, ignored = self.axes.from_command((t.linear.x, t.linear.y, t.linear.z),
+                                                 (t.angular.x, t.angular.y, t.angular.z), self._gripper)
+        if ignored:
             self.validator.counts["ignored_components"] += 1
-        self._accept(twist_to_action(t.linear.x, t.linear.y, self.max_speed), "cmd_vel")
+        self._accept(action, "cmd_vel")
+
+    def _on_gripper(self, msg: Float64) -> None:
+        """The gripper command stays in force; it also applies at once, with the latest motion."""
+        value = float(msg.data)
+        if not np.isfinite(value):
+            self.validator.counts["rejected_nan"] += 1
+            return
+        self._gripper = value
+        with self._lock:
+            cmd = self._command
+        g = self.axes.axes.index("gripper")
+        fresh = cmd is not None and time.monotonic() - cmd[1] <= self.cmd_timeout
+        action = np.array(cmd[0], np.float64) if fresh else np.zeros(self.robot.action_dim)
+        action[g] = value
+        self._accept(action, "gripper_cmd")
 
     def _on_action(self, msg: Float32MultiArray) -> None:
         self._accept(list(msg.data), "action")
@@ -102,6 +131,7 @@ class SimRobotNode(Node):
     # -- episode ------------------------------------------------------------------------------
     def _reset_episode(self) -> str:
         instruction = self.robot.reset(seed=int(self.seed))
+        self._gripper = None
         self.seed += 1
         self.episode_steps = 0
         with self._lock:
@@ -127,7 +157,9 @@ class SimRobotNode(Node):
         with self._lock:
             cmd = self._command
         if cmd is None or time.monotonic() - cmd[1] > self.cmd_timeout:
-            action = np.zeros(self.robot.action_dim, np.float32)
+            action = np.zeros(self.robot.action_dim, np.float32)   # hold still; the gripper keeps its state
+            if self._gripper is not None:
+                action[self.axes.axes.index("gripper")] = np.clip(self._gripper, -1.0, 1.0)
             self.stats.counts["held_still"] += 1
         else:
             action = cmd[0]

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from efm_ros.robots.rollout import EpisodeRollout, ar1_action, run_expert_episode
 from efm_ros.sim.instructions import Task
 from efm_ros.sim.tabletop import TabletopRobot, check_action
 
@@ -172,57 +173,30 @@ class RandomPolicy:
         self._a = np.zeros(2)
 
     def act(self, state: dict[str, Any]) -> np.ndarray:
-        rho = self.smoothing
-        self._a = rho * self._a + math.sqrt(1 - rho * rho) * self.scale * self._rng.normal(size=2)
+        self._a = ar1_action(self._rng, self._a, self.smoothing, self.scale)
         return check_action(self._a)
 
 
-@dataclass
-class EpisodeRollout:
-    """One episode: frames before and after every action, and the actions as applied."""
+class TabletopExpert:
+    """A state-based :class:`Policy` bound to one table: the :class:`efm_ros.robots.Expert` that
+    ``collect-demos`` (and :func:`efm_ros.robots.rollout.run_expert_episode`) drive."""
 
-    frames: np.ndarray
-    """(T+1, H, W, 3) uint8 RGB: frames[0] after reset, frames[t+1] after actions[t]"""
-    actions: np.ndarray
-    """(T, 2) float32 actions as applied (norm <= 1)"""
-    instruction: str
-    """the episode's instruction"""
-    success: bool
-    """ground-truth success at the last frame"""
-    seed: int
-    """episode seed (robot layout and policy noise)"""
+    def __init__(self, robot: TabletopRobot, policy: Policy | None = None) -> None:
+        self.robot = robot
+        self.policy = policy if policy is not None else ScriptedDemonstrator()
 
-    @property
-    def steps(self) -> int:
-        """number of actions T"""
-        return int(len(self.actions))
+    def reset(self, seed: int) -> None:
+        self.policy.reset(int(seed), self.robot.task)
 
-    def steps_to_go(self) -> np.ndarray:
-        """Label of each frame, T - t (int64, T+1 values); meaningful when the episode ends at its goal."""
-        return np.arange(self.steps, -1, -1, dtype=np.int64)
+    def act(self) -> np.ndarray:
+        return check_action(self.policy.act(self.robot.state()), self.robot.action_dim)
 
 
 def run_episode(robot: TabletopRobot, policy: Policy, seed: int, max_steps: int = DEFAULT_MAX_STEPS,
                 instruction: str | None = None, stop_on_success: bool = True) -> EpisodeRollout:
     """Reset ``robot`` with ``seed`` (and ``instruction`` if given), run ``policy`` for at most
     ``max_steps`` steps; with ``stop_on_success`` the episode ends at the first successful step."""
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-    instruction = robot.reset(seed=int(seed), instruction=instruction)
-    policy.reset(int(seed), robot.task)
-    frames = [robot.observe()]
-    actions = []
-    success = False
-    for _ in range(max_steps):
-        a = check_action(policy.act(robot.state()), robot.action_dim).astype(np.float32)
-        robot.step(a)
-        actions.append(a)
-        frames.append(robot.observe())
-        success = robot.success()
-        if success and stop_on_success:
-            break
-    return EpisodeRollout(frames=np.stack(frames), actions=np.stack(actions), instruction=instruction,
-                          success=bool(success), seed=int(seed))
+    return run_expert_episode(robot, TabletopExpert(robot, policy), seed, max_steps, instruction, stop_on_success)
 
 
 def run_demo_episode(robot: TabletopRobot, demonstrator: ScriptedDemonstrator | None = None,

@@ -51,6 +51,8 @@ from efm_ros.sim import instructions as ins
 from efm_ros.vision.preprocess import IMAGE_SIZE
 
 VARIANTS: tuple[str, ...] = ("blocks", "novel_bar")
+PRACTICE_FAMILIES: dict[str, tuple[str, ...]] = {"blocks": ("block2block",), "novel_bar": ("bar2location",)}
+"""each variant's practice (and evaluation) task: Block2Block, the paper's, and the novel bar's only task"""
 
 GRAVITY_CM_S2 = 981.0
 """only sets the table friction forces (the table plane itself has no gravity)"""
@@ -334,6 +336,39 @@ class TabletopRobot:
         return ins.is_success(self._task, self.positions(), self.config.table_size_cm,
                               block2block_cm=self.config.block2block_success_cm,
                               location_cm=self.config.location_success_cm)
+
+    # --------------------------------------------------------------- optional backend API
+    @classmethod
+    def practice_kwargs(cls, kwargs: dict) -> dict:
+        """Practice and evaluation draw the variant's practice task unless families are given:
+        Block2Block (the paper's practice task) on "blocks", the bar on "novel_bar"."""
+        if kwargs.get("families") is None:
+            kwargs = {**kwargs, "families": PRACTICE_FAMILIES[kwargs.get("variant") or "blocks"]}
+        return kwargs
+
+    def instructions(self) -> list[str]:
+        """Every instruction this table can draw (its task families), in a fixed order."""
+        return ins.all_instructions(self.config.task_families)
+
+    @property
+    def family(self) -> str:
+        """the current instruction's task family"""
+        return self._task.family
+
+    def expert(self):
+        """The scripted demonstrator bound to this table (:class:`efm_ros.robots.Expert`)."""
+        from efm_ros.sim.demonstrator import TabletopExpert
+
+        return TabletopExpert(self)
+
+    def noisy_expert(self):
+        """A very noisy, detour-prone demonstrator (near misses: the hardest negatives for calibrating
+        the success detector); None on the novel-bar table, which is never demonstrated."""
+        from efm_ros.sim.demonstrator import ScriptedDemonstrator, TabletopExpert
+
+        if self.config.variant == "novel_bar":
+            return None
+        return TabletopExpert(self, ScriptedDemonstrator(noise_std=0.7, detour_prob=0.15, start_detour_prob=0.5))
 
     # ------------------------------------------------------------------------------------- extras
     def positions(self) -> dict[str, np.ndarray]:

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from efm_ros.robots.commands import CommandValidator, action_to_twist, twist_to_action
+from efm_ros.robots.commands import ActionAxes, CommandValidator, default_axes
 
 
 def test_valid_command_passes_unchanged():
@@ -42,9 +42,39 @@ def test_out_of_range_is_scaled_to_the_norm_bound_keeping_direction():
     assert "scaled" in c.reason and v.clipped == 1 and v.rejected == 0
 
 
-def test_twist_conversion_round_trip():
-    a = twist_to_action(0.1, -0.05, max_speed_mps=0.2)
-    np.testing.assert_allclose(a, [0.5, -0.25])
-    assert action_to_twist(a, 0.2) == pytest.approx((0.1, -0.05))
+def test_planar_twist_conversion_round_trip():
+    axes = ActionAxes.parse("", 2, max_speed_mps=0.2)
+    assert axes.axes == ("linear.x", "linear.y")
+    linear, angular, gripper = axes.to_command([0.5, -0.25])
+    np.testing.assert_allclose(linear, [0.1, -0.05, 0.0])
+    assert gripper is None and not angular.any()
+    action, ignored = axes.from_command(linear, angular)
+    np.testing.assert_allclose(action, [0.5, -0.25])
+    assert not ignored
+    assert axes.from_command([0.1, 0.0, 0.3], [0.0, 0.0, 0.0])[1]   # motion on an axis it does not drive
     with pytest.raises(ValueError):
-        twist_to_action(0.1, 0.1, 0.0)
+        ActionAxes(("linear.x",), max_speed_mps=0.0)
+
+
+def test_cartesian_gripper_axes_bound_motion_and_gripper_apart():
+    axes = ActionAxes.parse("linear.x, linear.y, linear.z, gripper", 4, max_speed_mps=0.1)
+    linear, _, gripper = axes.to_command([3.0, 0.0, 4.0, 1.0])   # the motion is scaled to unit norm,
+    np.testing.assert_allclose(linear, [0.06, 0.0, 0.08])         # the gripper command is not
+    assert gripper == 1.0
+    action, _ = axes.from_command(linear, [0.0] * 3, gripper)
+    np.testing.assert_allclose(action, [0.6, 0.0, 0.8, 1.0])
+    v = CommandValidator(4, axes=axes)
+    assert not v.check([0.0, 0.0, 1.0, 1.0]).reason                # full speed and closed: in range
+    c = v.check([0.0, 0.0, 2.0, -3.0])
+    np.testing.assert_allclose(c.action, [0.0, 0.0, 1.0, -1.0]) and v.clipped == 1
+
+
+@pytest.mark.parametrize("text, dims", [("linear.x", 2), ("linear.x,linear.x", 2), ("linear.q,linear.y", 2), ("", 5)])
+def test_bad_axes_are_refused_with_a_clear_error(text, dims):
+    with pytest.raises(ValueError, match="axes"):
+        ActionAxes.parse(text, dims)
+
+
+def test_default_axes_by_action_size():
+    assert default_axes(3) == ("linear.x", "linear.y", "linear.z")
+    assert default_axes(7)[-1] == "gripper"
