@@ -9,7 +9,8 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "collect-demos": ("efm_ros.data.collect", "record scripted demonstrations on the embedded robot as rosbags"),
+    "collect-demos": ("efm_ros.data.collect", "record scripted demonstrations on a simulated robot (--robot) as rosbags"),
+    "import-bags": ("efm_ros.data.foreign", "convert your own rosbag2 recordings into demonstration bags (a topic map)"),
     "read-bag": ("efm_ros.data.inspect", "summarise an episode bag (topics, counts, custom data)"),
     "recover-bag": ("efm_ros.data.recover", "rewrite a bag cut by a crash (SIGKILL) as a complete episode"),
     "bench": ("efm_ros.bench", "run a benchmark and print its numbers (sim, collect, model, ...)"),
@@ -18,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keygen": ("efm_ros.model.signing", "create the key pair that signs model versions (trainer) and verifies them (robots)"),
     "improve": ("efm_ros.learn.improve", "Stage 2: self-improvement (REINFORCE) on the fleet's episode bags"),
     "experiment": ("efm_ros.learn.experiment", "the paper's experiments on the embedded robot (figure3, novel, rm-ablation) and the Stage-2 ladder"),
-    "eval": ("efm_ros.learn.evaluate", "evaluate an exported model on the embedded robot"),
+    "eval": ("efm_ros.learn.evaluate", "evaluate an exported model on a simulated robot (--robot; default the embedded table)"),
     "demo": ("efm_ros.demo", "the embedded self-improvement loop end to end, with a before/after report"),
     "up": ("efm_ros.graph.runner", "run the whole robot graph (fleet) without ros2 launch"),
     "sim-robot": ("efm_ros.nodes.sim_robot", "run the embedded robot as a ROS 2 node"),
@@ -26,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "policy": ("efm_ros.nodes.policy", "run the policy node (exported model on ONNX Runtime)"),
     "steps-to-go": ("efm_ros.nodes.steps_to_go", "run the steps-to-go reward/success node"),
     "logger": ("efm_ros.nodes.logger", "run the episode logger node (one rosbag per episode)"),
+    "teleop": ("efm_ros.nodes.teleop", "run the record-mode teleop node (teleoperated demonstrations)"),
+    "teleop-keyboard": ("efm_ros.nodes.keyboard_teleop", "drive a robot from the terminal and start / mark / discard demonstrations"),
 }
 
 

@@ -52,7 +52,10 @@ TERMINAL_EVENTS = ("success", "timeout", "operator_stop", "fault")
 SHUTDOWN_REASON = "logger_shutdown"
 """termination_reason of a bag closed because the logger stopped mid-episode"""
 SOURCE = "policy"
-"""custom_data['source'] of live episodes (demonstrations say "demonstrator")"""
+"""custom_data['source'] of live practice episodes (the logger's ``source``; teleoperated demonstrations
+recorded live say "teleop", scripted ones "demonstrator")"""
+DISCARD_REASON = "discard"
+"""termination_reason of an episode the operator discarded (record mode): never trained on"""
 
 _EPISODE_ID_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -122,7 +125,7 @@ class EpisodeSink(Protocol):
 
     def flush_if_due(self) -> bool: ...
 
-    def close(self) -> Path: ...
+    def close(self, into: str | None = None) -> Path: ...
 
 
 # ----------------------------------------------------------------------------------- recorder
@@ -191,6 +194,8 @@ class EpisodeRecorder:
         static_facts: Mapping[str, str] | None = None,
         on_error: Callable[[str], None] | None = None,
         on_commit: Callable[[Path, dict[str, str]], None] | None = None,
+        source: str = SOURCE,
+        discard_dir: str | None = None,
     ) -> None:
         """
         Args:
@@ -199,7 +204,11 @@ class EpisodeRecorder:
             static_facts: extra custom_data of every bag (e.g. success threshold ``s``, ``k``).
             on_error: called with a one-line message whenever a bag cannot be opened or written.
             on_commit: called with the committed bag's path and its custom data.
+            source: custom_data['source'] of every bag ("policy"; "teleop" in record mode).
+            discard_dir: bags of discarded episodes (termination_reason "discard") are committed
+                into this subdirectory of the episodes directory, apart from the others (None: not).
         """
+        self.source, self.discard_dir = source, discard_dir
         self.robot = robot
         self._open_bag = open_bag
         self.static_facts = {str(k): str(v) for k, v in (static_facts or {}).items()}
@@ -328,7 +337,7 @@ class EpisodeRecorder:
         facts.update({
             "bag_format": BAG_FORMAT,
             "efm_ros_version": EFM_ROS_VERSION,
-            "source": SOURCE,
+            "source": self.source,
             "robot": self.robot,
             "episode_id": ep.episode_id,
             "instruction": pick(start.instruction, end.instruction if end else ""),
@@ -428,9 +437,10 @@ class EpisodeRecorder:
         if ep.sink is None:
             return None
         facts = self.episode_facts(ep, end, reason)
+        discarded = self.discard_dir and facts.get("termination_reason") == DISCARD_REASON
         try:
             ep.sink.update_custom_data(facts)
-            path = ep.sink.close()
+            path = ep.sink.close(into=self.discard_dir) if discarded else ep.sink.close()
         except OSError as exc:  # FileExistsError included: an episode of that id appeared meanwhile
             self._fail(ep, exc)
             return None

@@ -346,13 +346,20 @@ class EpisodeBagWriter:
         return self.staging_path
 
     @_locked
-    def commit(self) -> Path:
+    def commit(self, into: str | None = None) -> Path:
         """Move the finished bag to ``episodes_dir/<episode_id>`` (one rename); returns that path.
+        ``into``: a subdirectory of episodes_dir instead (created if missing), e.g. "discarded"
+        for episodes kept apart, which readers of episodes_dir never list.
 
         Raises:
             FileExistsError: the episode appeared meanwhile (the staging bag is removed).
         """
         self._require("finished")
+        if into:
+            if not _EPISODE_ID.match(into):
+                raise ValueError(f"invalid subdirectory {into!r}: use letters, digits, '_', '-', '.'")
+            (self.episodes_dir / into).mkdir(parents=True, exist_ok=True)
+            self.path = self.episodes_dir / into / self.episode_id
         if os.path.lexists(self.path):
             self.abort()
             raise FileExistsError(
@@ -361,7 +368,7 @@ class EpisodeBagWriter:
         try:
             os.rename(self.staging_path, self.path)
             if self.fsync:
-                _fsync(self.episodes_dir, directory=True)
+                _fsync(self.path.parent, directory=True)
         except OSError as exc:
             self._fail(exc, "cannot move the finished bag into place")
         self._state = "committed"
@@ -369,10 +376,10 @@ class EpisodeBagWriter:
         return self.path
 
     @_locked
-    def close(self) -> Path:
+    def close(self, into: str | None = None) -> Path:
         """:meth:`finish` + :meth:`commit`: the complete bag appears atomically; returns its path."""
         self.finish()
-        return self.commit()
+        return self.commit(into)
 
     @_locked
     def abort(self) -> None:

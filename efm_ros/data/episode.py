@@ -28,6 +28,13 @@ BAG_FORMAT = "efm_ros.episode/1"
 
 DEMONSTRATOR_VERSION = "demonstrator"
 """model_version / policy_version of scripted demonstrations"""
+TELEOP_SOURCE = "teleop"
+"""custom_data['source'] (and PolicyAction.model_version) of teleoperated demonstrations recorded on the
+live graph in record mode: continuous commands without tokens, tokenised with the model's bins at training"""
+IMPORTED_SOURCE = "imported"
+"""custom_data['source'] of demonstrations converted from a lab's own recordings (efm_ros.data.foreign)"""
+CONTINUOUS_SOURCES = (TELEOP_SOURCE, IMPORTED_SOURCE)
+"""sources whose actions are continuous commands: train-sft tokenises them with the model's bins"""
 
 DEMO_CLOCK_BASE_NS = 1_767_225_600 * 10**9
 """synthetic clock of recorded demonstrations: 2026-01-01T00:00:00Z ..."""

@@ -50,6 +50,7 @@ from ruamel.yaml import YAML
 from efm_ros.data import interfaces as itf
 from efm_ros.data.bag import STAGING_DIRNAME
 from efm_ros.data.episode import Episode, EventRecord, StepsToGoTrack
+from efm_ros.model.bins import ActionBins
 
 _TERMINAL_EVENTS = ("success", "timeout", "operator_stop", "fault")
 _EPISODE_TOPICS = (
@@ -189,6 +190,15 @@ def read_episode(
         if isinstance(exc, EpisodeBagError):
             raise
         raise EpisodeBagError(f"{bag_dir}: inconsistent episode bag: {exc}") from exc
+
+
+def _tokens(acts: list, dims: int) -> np.ndarray:
+    """(T, A) action tokens. Continuous commands without tokens (teleoperated demonstrations, which
+    send none) are encoded with the default bins; training re-encodes them with the model's."""
+    if acts and all(len(m.tokens) == 0 for m in acts):
+        actions = np.array([m.action for m in acts], np.float32).reshape(len(acts), dims)
+        return ActionBins(dims=dims).encode(actions).astype(np.int32)
+    return np.array([m.tokens for m in acts], np.int32).reshape(len(acts), -1 if acts else dims)
 
 
 @functools.lru_cache(maxsize=64)
@@ -389,7 +399,7 @@ def _assemble(bag_dir, custom, topics, raw, counts, unmatched_actions) -> Episod
         frames=images,
         frame_stamps_ns=kept_stamps,
         actions=np.array([m.action for m in acts], np.float32).reshape(len(acts), dims),
-        tokens=np.array([m.tokens for m in acts], np.int32).reshape(len(acts), -1 if acts else dims),
+        tokens=_tokens(acts, dims),
         log_probs=np.array([m.log_prob for m in acts], np.float32),
         entropies=np.array([m.entropy for m in acts], np.float32),
         policy_versions=[m.model_version for m in acts],

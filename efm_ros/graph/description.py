@@ -118,7 +118,7 @@ def robot_namespace(k: int) -> str:
 def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/efm_sft",
                    reward_model: str | None = None, episodes_dir: str = "episodes",
                    seed: int = 0, first_robot: int = 0, watch_dir: str | None = None,
-                   robot: str | None = None, robot_args: str | None = None) -> list[NodeSpec]:
+                   robot: str | None = None, robot_args: str | None = None, record: bool = False) -> list[NodeSpec]:
     """All nodes of a fleet of ``robots`` robots (namespaces /robot_<first_robot + k>).
 
     sim: start the embedded robot in each namespace; otherwise the lab's arm driver provides
@@ -128,6 +128,10 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
     robot, robot_args: with sim, the simulated robot backend (dotted path) and its constructor
     arguments (JSON); None: the parameters file's (the embedded table). Another backend without
     robot_args gets none ({}), not the table's site arguments.
+    record: record mode, for teleoperated demonstrations: the teleop node (efm_ros.nodes.teleop)
+    takes the places of the policy and steps-to-go nodes, the operator starts and marks episodes,
+    the logger writes demonstration bags (source "teleop"; discarded ones into discarded/), and the
+    sim robot draws all of its instructions (not only the practice task).
     """
     if robots < 1:
         raise ValueError(f"robots must be >= 1, got {robots}")
@@ -138,12 +142,23 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
         name = ns.strip("/")
         if sim:
             backend = {"backend": robot} if robot else {}
-            if robot_args is not None or robot:
+            if robot_args is not None or robot or record:
                 backend["backend_args"] = robot_args if robot_args is not None else "{}"
             specs.append(NodeSpec("sim_robot", ns, "sim_robot_node", "efm_ros.nodes.sim_robot:SimRobotNode",
                                   {"seed": seed * 100_003 + k * 1_000, **backend}))
+        camera = NodeSpec("camera", ns, "camera_node", "efm_ros.nodes.camera:CameraNode", {"source": "topic"} if sim else {})
+        logger = NodeSpec("logger", ns, "logger_node", "efm_ros.nodes.logger:LoggerNode",
+                          {"episodes_dir": str(episodes_dir), "robot": name, **({"source": "teleop"} if record else {})})
+        if record:
+            axes = sim_action_axes(robot) if sim else None
+            specs += [camera,
+                      NodeSpec("teleop", ns, "teleop_node", "efm_ros.nodes.teleop:TeleopNode",
+                               {"robot": name, "wait_for_logger": "logger",
+                                **({"action_axes": ",".join(axes)} if axes else {})}),
+                      logger]
+            continue
         specs += [
-            NodeSpec("camera", ns, "camera_node", "efm_ros.nodes.camera:CameraNode", {"source": "topic"} if sim else {}),
+            camera,
             NodeSpec("policy", ns, "policy_node", "efm_ros.nodes.policy:PolicyNode",
                      {"model_dir": str(model), "seed": seed * 100_003 + k,
                       **({"trigger": "frame"} if sim else {}),  # sim camera runs at the control rate
@@ -151,15 +166,28 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
             NodeSpec("steps_to_go", ns, "steps_to_go_node", "efm_ros.nodes.steps_to_go:StepsToGoNode",
                      {"model_dir": str(reward_model), "robot": name,
                       "wait_for_logger": "logger"}),  # the logger below: no first episode is lost
-            NodeSpec("logger", ns, "logger_node", "efm_ros.nodes.logger:LoggerNode",
-                     {"episodes_dir": str(episodes_dir), "robot": name}),
+            logger,
         ]
     return specs
 
 
+def sim_action_axes(robot: str | None) -> tuple[str, ...] | None:
+    """The action axes of a simulated backend known from its class (``action_axes``, else by a
+    class-level ``action_dim``); None when only an instance can tell (then the node's default)."""
+    from efm_ros.robots import DEFAULT_ROBOT, load_object
+    from efm_ros.robots.commands import default_axes
+
+    cls = load_object(robot or DEFAULT_ROBOT)
+    axes, dims = getattr(cls, "action_axes", None), getattr(cls, "action_dim", None)
+    if isinstance(axes, (tuple, list)):
+        return tuple(axes)
+    return default_axes(dims) if isinstance(dims, int) else None
+
+
 def node_executables() -> list[str]:
-    """The five node executables a robot's graph runs (lib/efm_ros/<name>; scripts/<name> in the source)."""
-    return [s.executable for s in describe_graph(robots=1, sim=True)]
+    """Every node executable of the graph, in practice and in record mode (lib/efm_ros/<name>;
+    scripts/<name> in the source)."""
+    return sorted({s.executable for record in (False, True) for s in describe_graph(robots=1, sim=True, record=record)})
 
 
 # -- the graph's arguments: `ros2 launch efm_ros self_improve.launch.py NAME:=VALUE` and `efm-ros up --NAME VALUE`
@@ -179,6 +207,8 @@ _ARGUMENT_HELP = {
              "(default: the parameters file's, the embedded table)",
     "robot_args": "constructor arguments of the sim robot backend, a JSON object (default: the parameters "
                   "file's for the table, {} for another robot)",
+    "record": "record mode: teleoperated demonstrations (the teleop node instead of policy and steps_to_go; "
+              "start / success / discard with record/command, the record/* services or efm-ros teleop-keyboard)",
     "params_file": "parameters YAML (default: config/efm_ros.yaml of the package)",
 }
 

@@ -144,11 +144,13 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
     """Features of the episode bags ``paths`` under ``model``'s frozen backbone, from the cache
     in ``cache_dir`` or computed (ONNX Runtime, ``threads`` intra-op threads) and stored there."""
     from efm_ros.data import read_episode
+    from efm_ros.data.episode import CONTINUOUS_SOURCES
 
     paths = sorted(Path(p) for p in paths)
     data_hash = hash_episodes(paths)
     bkey = backbone_key(model)
-    key = hashlib.sha256(f"{data_hash}:{bkey}".encode()).hexdigest()[:20]
+    bins = model.config.action_spec   # teleoperated demos are tokenised with the model's bins
+    key = hashlib.sha256(f"{data_hash}:{bkey}:{bins.num_bins}:{bins.low}:{bins.high}".encode()).hexdigest()[:20]
     cache_dir = Path(cache_dir)
     target = cache_dir / key
     if (target / META_FILE).is_file():
@@ -177,7 +179,10 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
             n_frames.append(len(ep.frames))
             ids.append(ep.episode_id)
             instructions.append(ep.instruction)
-            tokens.append(ep.tokens.astype(np.int64))
+            if ep.custom_data.get("source") in CONTINUOUS_SOURCES:   # continuous commands: the model's bins
+                tokens.append(model.config.action_spec.encode(ep.actions).astype(np.int64))
+            else:
+                tokens.append(ep.tokens.astype(np.int64))
             if "control_rate_hz" in ep.custom_data:
                 rates.add(float(ep.custom_data["control_rate_hz"]))
             if bar is not None:

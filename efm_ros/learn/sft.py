@@ -97,6 +97,8 @@ class SFTConfig:
     None: the one recorded in the bags, if any"""
     robot_args: dict | None = None
     """its constructor arguments; None: the ones recorded in the bags"""
+    topic_map: str | None = None
+    """``demos`` are a lab's own rosbag2 recordings, read through this topic map (efm_ros.data.foreign)"""
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -230,6 +232,25 @@ def embed_instructions(instructions: list[str], cache: Path | None):
         cache.parent.mkdir(parents=True, exist_ok=True)
         table.save(cache)
     return InstructionTable(dict(zip(instructions, embeddings)))
+
+
+def demonstrations(paths: list[Path]) -> tuple[list[Path], dict[str, int]]:
+    """The bags that are demonstrations ending at their goal (Stage 1's steps-to-go labels are
+    T - t): outcome "success", or no outcome recorded (a user's own bags). Returns (kept, skipped
+    counts by outcome / termination reason): a live recording cut by a shutdown, a timeout or an
+    operator stop is never trained on."""
+    from efm_ros.data import read_metadata
+
+    kept, skipped = [], {}
+    for path in paths:
+        custom = read_metadata(path).get("custom_data") or {}
+        outcome = str(custom.get("outcome", "success"))
+        if outcome == "success" and custom.get("terminated", "true") == "true":
+            kept.append(path)
+        else:
+            why = str(custom.get("termination_reason") or outcome)
+            skipped[why] = skipped.get(why, 0) + 1
+    return kept, skipped
 
 
 def demo_robot(paths: list[Path], robot: str | None = None, robot_args: dict | None = None) -> tuple[str, dict]:
@@ -374,12 +395,24 @@ def train(cfg: SFTConfig) -> dict:
     torch.manual_seed(cfg.seed)                  # head init (and a random backbone's weights)
 
     # -- model and data -------------------------------------------------------------------------
-    EFMConfig.from_dict({**EFMConfig().to_dict(), **cfg.model_config})   # a typo fails before any work
-    paths = list_episodes(cfg.demos)
+    base = EFMConfig.from_dict({**EFMConfig().to_dict(), **cfg.model_config})   # a typo fails before any work
+    demos = Path(cfg.demos)
+    if cfg.topic_map:   # a lab's own recordings: convert them into episode bags first
+        from efm_ros.data.foreign import TopicMap, import_recordings
+
+        tm = dataclasses.replace(TopicMap.load(cfg.topic_map), image_size=base.image_size)
+        imported = import_recordings(demos, tm, out / "imported", progress=cfg.progress)
+        print(f"train-sft: {len(imported)} demonstrations from the recordings in {demos} -> {out / 'imported'}",
+              flush=True)
+        demos = out / "imported"
+    paths, skipped = demonstrations(list_episodes(demos))
+    if skipped:
+        print(f"train-sft: skipped {sum(skipped.values())} episode(s) that did not end at their goal: "
+              + ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())), flush=True)
     if cfg.max_episodes is not None:
         paths = paths[:cfg.max_episodes]
     if len(paths) < 2:
-        raise ValueError(f"{cfg.demos}: need at least 2 episodes (train + validation), found {len(paths)}")
+        raise ValueError(f"{demos}: need at least 2 episodes (train + validation), found {len(paths)}")
     overrides = {"action_dims": demo_action_dims(paths[0]), **cfg.model_config}   # the robot's action size
     config = EFMConfig.from_dict({**EFMConfig().to_dict(), **overrides, "pretrained": not cfg.random_init})
     model = EFM(config)
@@ -519,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="feature cache directory (default RUN/features)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch/ORT threads (default: theirs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--topic-map", default=None, metavar="YAML",
+                   help="--demos are your own rosbag2 recordings: where their camera, commands, instruction and "
+                        "episode boundaries are (efm_ros/data/foreign.py; `efm-ros import-bags --help`)")
     p.add_argument("--robot", default=None, metavar="PKG.MOD:CLASS",
                    help="simulated robot backend the demos come from (default: the one recorded in the bags; "
                         "none for real-arm bags): its instructions are embedded, its failed rollouts calibrate s")
@@ -543,11 +579,17 @@ def main(argv: list[str] | None = None) -> int:
                     eval_every=args.eval_every, calibration_failures=args.calibration_failures,
                     cache_dir=args.cache_dir, threads=args.threads, progress=not args.no_progress,
                     model_config=json.loads(args.model_config), robot=args.robot,
-                    robot_args=robot_args)
+                    robot_args=robot_args, topic_map=args.topic_map)
     if cfg.steps < 1 or cfg.eval_every < 1 or not 0 < cfg.val_fraction < 1 or cfg.batch_size < 2:
         print("train-sft: --steps, --eval-every >= 1, --batch-size >= 2, --val-fraction in (0, 1)", file=sys.stderr)
         return 2
-    meta = train(cfg)
+    from efm_ros.data.foreign import ForeignBagError
+
+    try:
+        meta = train(cfg)
+    except (ForeignBagError, FileNotFoundError) as exc:
+        print(f"train-sft: {exc}", file=sys.stderr)
+        return 2
     m = meta["metrics"]
     print(f"train-sft: {cfg.out}: policy step {m['policy_step']} (val BC {m['val_bc_loss']:.3f}, token acc "
           f"{m['val_token_acc']:.3f}), reward model step {m['reward_model_step']} (val stg {m['val_stg_loss']:.3f}, "

@@ -89,3 +89,24 @@ def spin_node(make_node: Callable[[], Any], argv: list[str] | None = None) -> in
             node.destroy_node()
         rclpy.try_shutdown()
     return rc
+
+
+def recorder_subscribed(node, recorder: str, topics) -> bool:
+    """True when the node named ``recorder`` in ``node``'s namespace subscribes to every topic of
+    ``topics`` (fully qualified names): the episode recorder is there before an episode starts."""
+    ns = node.get_namespace()
+    return all(any(i.node_name == recorder and i.node_namespace == ns for i in node.get_subscriptions_info_by_topic(t))
+               for t in topics)
+
+
+def twist_stamped(node, frame_id: str, linear=(0.0, 0.0, 0.0), angular=(0.0, 0.0, 0.0)):
+    """A geometry_msgs/TwistStamped stamped now (a zero twist = hold still)."""
+    from geometry_msgs.msg import TwistStamped
+
+    msg = TwistStamped()
+    msg.header.stamp = node.get_clock().now().to_msg()
+    msg.header.frame_id = frame_id
+    t = msg.twist
+    t.linear.x, t.linear.y, t.linear.z = (float(v) for v in linear)
+    t.angular.x, t.angular.y, t.angular.z = (float(v) for v in angular)
+    return msg

@@ -78,6 +78,7 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image
 
 from efm_ros.control.recorder import (
+    SOURCE,
     EpisodeRecorder,
     Event,
     MessageDefinitions,
@@ -120,6 +121,10 @@ class LoggerNode(Node):
         self.episodes_dir = Path(declare(self, "episodes_dir", "episodes", "directory of episode bags", read_only=True))
         self.robot = declare(self, "robot", "", "robot name in the bags (default: the namespace)", read_only=True) \
             or ns.strip("/") or "robot"
+        source = declare(self, "source", SOURCE, "custom_data 'source' of the bags: 'policy' (practice) or 'teleop' "
+                         "(demonstrations recorded in record mode)", read_only=True)
+        discard_dir = declare(self, "discard_dir", "discarded", "subdirectory of episodes_dir for the episodes an "
+                              "operator discarded (never trained on); '' = keep them with the others", read_only=True)
         self.discovery_period = declare(self, "discovery_period_s", 1.0, "graph polling period for new topics, s",
                                         lo=0.05, hi=60.0, read_only=True)
         self.depth = declare(self, "queue_depth", 50, "history depth of each subscription (KEEP_LAST)",
@@ -164,7 +169,8 @@ class LoggerNode(Node):
             facts["success_k"] = str(k)
 
         self.recorder = EpisodeRecorder(self.robot, self._open_bag, static_facts=facts,
-                                        on_error=self._on_recorder_error, on_commit=self._on_commit)
+                                        on_error=self._on_recorder_error, on_commit=self._on_commit,
+                                        source=source, discard_dir=discard_dir or None)
         self.definitions = MessageDefinitions()
         self.gaps = SequenceGaps()
         self.subs: dict[str, _Sub] = {}

@@ -78,7 +78,7 @@ from efm_ros.model.manifest import MANIFEST_NAME
 from efm_ros.model.runtime import load_model
 from efm_ros.model.signing import SignatureError, check_trusted, load_public_key
 from efm_ros.msg import EpisodeEvent, PolicyAction, StepsToGo
-from efm_ros.nodes.common import StartupError, declare, diagnostic_array, spin_node
+from efm_ros.nodes.common import StartupError, declare, diagnostic_array, spin_node, twist_stamped
 from efm_ros.robots.commands import ActionAxes
 from efm_ros.vision.preprocess import FrameError, decode
 
@@ -420,13 +420,7 @@ class PolicyNode(LifecycleNode):
         self._publish_twist()
 
     def _publish_twist(self, linear=(0.0, 0.0, 0.0), angular=(0.0, 0.0, 0.0)) -> None:
-        msg = TwistStamped()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.command_frame
-        t = msg.twist
-        t.linear.x, t.linear.y, t.linear.z = (float(v) for v in linear)
-        t.angular.x, t.angular.y, t.angular.z = (float(v) for v in angular)
-        self.cmd_pub.publish(msg)
+        self.cmd_pub.publish(twist_stamped(self, self.command_frame, linear, angular))
 
     # -- hot-swap triggers --------------------------------------------------------------------
     def _on_reload(self, request, response):

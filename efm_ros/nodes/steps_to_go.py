@@ -50,7 +50,7 @@ from efm_ros.control.episode import INPUT_LOST, EpisodeConfig, EpisodeEventRecor
 from efm_ros.diagnostics import RollingStats
 from efm_ros.model.runtime import load_model
 from efm_ros.msg import EpisodeEvent, FleetCommand, FleetStatus, PolicyAction, StepsToGo
-from efm_ros.nodes.common import declare, diagnostic_array, spin_node
+from efm_ros.nodes.common import declare, diagnostic_array, recorder_subscribed, spin_node
 from efm_ros.data.interfaces import MAX_TEXT_CHARS, valid_stamp
 from efm_ros.nodes.images import ImageFormatError, image_to_rgb
 from efm_ros.model.bins import T_MAX
@@ -257,10 +257,8 @@ class StepsToGoNode(Node):
         return True
 
     def _recorder_subscribed(self) -> bool:
-        ns = self.get_namespace()
-        return all(any(i.node_name == self.wait_for_logger and i.node_namespace == ns
-                       for i in self.get_subscriptions_info_by_topic(topic))
-                   for topic in (self.event_pub.topic_name, self.resolve_topic_name("camera/image")))
+        return recorder_subscribed(self, self.wait_for_logger,
+                                   (self.event_pub.topic_name, self.resolve_topic_name("camera/image")))
 
     def _watch_inputs(self) -> None:
         """Liveness of everything a running episode depends on: the camera (frames), the policy

@@ -11,7 +11,12 @@ import time
 import psutil
 import pytest
 
-from efm_ros.graph.description import node_executables
+from efm_ros.graph.description import describe_graph
+
+
+def node_executables() -> list[str]:
+    """The executables `up --robots 1` starts (practice mode)."""
+    return [s.executable for s in describe_graph(robots=1, sim=True)]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
