@@ -139,6 +139,17 @@ def _load(path: Path) -> EpisodeFeatures:
         token_starts=index["token_starts"].astype(np.int64), meta=json.loads((path / META_FILE).read_text()))
 
 
+def episode_rate(ep) -> float | None:
+    """The control rate of an episode: its ``control_rate_hz`` fact, else (live recordings, e.g. record
+    mode) 1 / the median interval between its actions' stamps, to 0.1 Hz; None if it cannot say."""
+    if "control_rate_hz" in ep.custom_data:
+        return float(ep.custom_data["control_rate_hz"])
+    stamps = ep.action_stamps_ns()
+    if len(stamps) < 2:
+        return None
+    return round(1e9 / float(np.median(np.diff(stamps))), 1)
+
+
 def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path, *, threads: int = 0,
                             progress: bool = True) -> EpisodeFeatures:
     """Features of the episode bags ``paths`` under ``model``'s frozen backbone, from the cache
@@ -183,8 +194,9 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
                 tokens.append(model.config.action_spec.encode(ep.actions).astype(np.int64))
             else:
                 tokens.append(ep.tokens.astype(np.int64))
-            if "control_rate_hz" in ep.custom_data:
-                rates.add(float(ep.custom_data["control_rate_hz"]))
+            rate = episode_rate(ep)
+            if rate is not None:
+                rates.add(rate)
             if bar is not None:
                 bar.update(1)
         if bar is not None:

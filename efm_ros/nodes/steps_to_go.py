@@ -140,6 +140,12 @@ class StepsToGoNode(Node):
             self.stats.counts["rejected_instructions"] += 1
             self.get_logger().warning(f"rejected an instruction of {len(msg.data)} characters", throttle_duration_sec=1.0)
             return
+        if self.model.encoder is None and msg.data not in self.model.instructions:
+            self.stats.counts["rejected_unknown_instructions"] += 1   # the reward model cannot judge it
+            self.get_logger().error(f"rejected instruction {msg.data[:80]!r}: the reward model {self.model.version} "
+                                    "has no embedding for it; no episode starts with it", throttle_duration_sec=1.0)
+            self._instruction = ""
+            return
         self._instruction = msg.data
 
     def _on_policy_version(self, msg: String) -> None:

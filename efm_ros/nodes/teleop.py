@@ -64,6 +64,9 @@ class TeleopNode(Node):
                                 "source, -1 open .. +1 closed", **ro)
         axes = declare(self, "action_axes", "", "what each action component drives (as the policy node's): "
                        "'' = by action_dims", **ro)
+        rate = declare(self, "control_rate_hz", 10.0, "act at most this often: a faster camera's frames in between "
+                       "are skipped, as the policy node's timer does (0 = on every frame: the camera is the clock)",
+                       lo=0.0, hi=200.0, **ro)
         dims = declare(self, "action_dims", 2, "the robot's action size when action_axes is ''", lo=1, hi=7, **ro)
         max_speed = declare(self, "max_speed_mps", 0.2, "speed of a full-scale action, and the limit, m/s",
                             lo=1e-3, hi=10.0, **ro)
@@ -80,6 +83,10 @@ class TeleopNode(Node):
         self.command_frame = declare(self, "command_frame_id", "table", "frame_id of cmd_vel", **ro)
         self.wait_for_logger = declare(self, "wait_for_logger", "", "name of the node that records this robot's "
                                        "episodes: start is refused until it subscribes ('' = do not check)", **ro)
+        named = [a for a in axes.split(",") if a.strip()]
+        dims = len(named) if named else dims      # action_dims only sizes the default axes
+        self.min_gap_ns = int(0.75e9 / rate) if rate > 0 else 0
+        self._last_acted_ns: int | None = None
         self.session = TeleopSession(ActionAxes.parse(axes, dims, max_speed_mps=max_speed, max_angular_rps=max_angular),
                                      self.robot, command_timeout_s=timeout, max_steps=max_steps)
         self._ids = itertools.count()
@@ -204,8 +211,14 @@ class TeleopNode(Node):
             if refusal:
                 return self._start_failed(refusal)
             self._emit(Event.START, self.session.episode_id, Outcome.UNKNOWN, "", 0, self.session.instruction)
+            self._last_refusal, self._last_acted_ns = "", None
             self._hold()
             self._publish_state()
+            return
+        stamp_ns = stamp.nanoseconds
+        if (self.session.phase is TeleopPhase.RUNNING and self._last_acted_ns is not None
+                and stamp_ns - self._last_acted_ns < self.min_gap_ns):
+            self.session.counts["frames_between_ticks"] += 1   # a camera faster than the control rate
             return
         action, step, end = self.session.on_frame()
         if end is not None:
@@ -215,6 +228,7 @@ class TeleopNode(Node):
             return
         if action is None:
             return
+        self._last_acted_ns = stamp_ns
         self.action_pub.publish(PolicyAction(header=msg.header, episode_id=self.session.episode_id, step=step,
                                              action=[float(a) for a in action], tokens=[], log_prob=0.0, entropy=0.0,
                                              model_version=TELEOP_SOURCE))

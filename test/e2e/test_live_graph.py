@@ -119,7 +119,9 @@ def test_two_robots_live(tmp_path, rclpy_context, python_env, bundled_model, sec
         spin_until(ex, lambda: False, 1.0)
         procs["/robot_1/logger"].send_signal(signal.SIGKILL)
         procs["/robot_1/logger"].wait(timeout=10)
-        # 4. robot_0's robot dies; the operator stops the episode; the reset cannot happen -> FAULT
+        # 4. robot_0's robot dies during an episode; the operator stops it; the reset cannot happen -> FAULT
+        #    (killed between two episodes, after RESET_DONE, no START ever comes and nothing is stopped)
+        assert spin_until(ex, lambda: events["robot_0"][-1].event == EpisodeEvent.START, 30)
         procs["/robot_0/sim_robot"].send_signal(signal.SIGKILL)
         procs["/robot_0/sim_robot"].wait(timeout=10)
         stop0.publish(String(data="e2e: robot unplugged"))
