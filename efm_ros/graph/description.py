@@ -118,7 +118,8 @@ def robot_namespace(k: int) -> str:
 def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/efm_sft",
                    reward_model: str | None = None, episodes_dir: str = "episodes",
                    seed: int = 0, first_robot: int = 0, watch_dir: str | None = None,
-                   robot: str | None = None, robot_args: str | None = None, record: bool = False) -> list[NodeSpec]:
+                   robot: str | None = None, robot_args: str | None = None, record: bool = False,
+                   camera_topic: str | None = None, command_topic: str | None = None) -> list[NodeSpec]:
     """All nodes of a fleet of ``robots`` robots (namespaces /robot_<first_robot + k>).
 
     sim: start the embedded robot in each namespace; otherwise the lab's arm driver provides
@@ -132,6 +133,10 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
     takes the places of the policy and steps-to-go nodes, the operator starts and marks episodes,
     the logger writes demonstration bags (source "teleop"; discarded ones into discarded/), and the
     sim robot draws all of its instructions (not only the practice task).
+    camera_topic, command_topic: a real arm's topics, remapped in each robot namespace (relative
+    names resolve in it): the camera node reads camera_topic instead of camera/image_raw, and the
+    policy (teleop) node sends its twists on command_topic instead of cmd_vel (e.g.
+    servo_node/delta_twist_cmds). None: the graph's own names.
     """
     if robots < 1:
         raise ValueError(f"robots must be >= 1, got {robots}")
@@ -146,7 +151,9 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
                 backend["backend_args"] = robot_args if robot_args is not None else "{}"
             specs.append(NodeSpec("sim_robot", ns, "sim_robot_node", "efm_ros.nodes.sim_robot:SimRobotNode",
                                   {"seed": seed * 100_003 + k * 1_000, **backend}))
-        camera = NodeSpec("camera", ns, "camera_node", "efm_ros.nodes.camera:CameraNode", {"source": "topic"} if sim else {})
+        camera = NodeSpec("camera", ns, "camera_node", "efm_ros.nodes.camera:CameraNode", {"source": "topic"} if sim else {},
+                          remappings=(("camera/image_raw", camera_topic),) if camera_topic else ())
+        to_arm = (("cmd_vel", command_topic),) if command_topic else ()
         logger = NodeSpec("logger", ns, "logger_node", "efm_ros.nodes.logger:LoggerNode",
                           {"episodes_dir": str(episodes_dir), "robot": name, **({"source": "teleop"} if record else {})})
         if record:
@@ -154,7 +161,7 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
             specs += [camera,
                       NodeSpec("teleop", ns, "teleop_node", "efm_ros.nodes.teleop:TeleopNode",
                                {"robot": name, "wait_for_logger": "logger",
-                                **({"action_axes": ",".join(axes)} if axes else {})}),
+                                **({"action_axes": ",".join(axes)} if axes else {})}, remappings=to_arm),
                       logger]
             continue
         specs += [
@@ -162,7 +169,7 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
             NodeSpec("policy", ns, "policy_node", "efm_ros.nodes.policy:PolicyNode",
                      {"model_dir": str(model), "seed": seed * 100_003 + k,
                       **({"trigger": "frame"} if sim else {}),  # sim camera runs at the control rate
-                      **({"watch_dir": str(watch_dir)} if watch_dir else {})}),
+                      **({"watch_dir": str(watch_dir)} if watch_dir else {})}, remappings=to_arm),
             NodeSpec("steps_to_go", ns, "steps_to_go_node", "efm_ros.nodes.steps_to_go:StepsToGoNode",
                      {"model_dir": str(reward_model), "robot": name,
                       "wait_for_logger": "logger"}),  # the logger below: no first episode is lost
@@ -209,6 +216,10 @@ _ARGUMENT_HELP = {
                   "file's for the table, {} for another robot)",
     "record": "record mode: teleoperated demonstrations (the teleop node instead of policy and steps_to_go; "
               "start / success / discard with record/command, the record/* services or efm-ros teleop-keyboard)",
+    "camera_topic": "real arms: the camera driver's image topic, remapped onto the camera node's camera/image_raw "
+                    "(relative names resolve in each robot namespace, e.g. camera/color/image_raw)",
+    "command_topic": "real arms: the arm's twist input, remapped onto the policy's (teleop's) cmd_vel "
+                     "(e.g. servo_node/delta_twist_cmds)",
     "params_file": "parameters YAML (default: config/efm_ros.yaml of the package)",
 }
 

@@ -40,6 +40,22 @@ def test_description_fleet_layout():
         describe_graph(robots=0)
 
 
+def test_real_arm_topics_and_record_mode_in_the_description():
+    plan = launch_plan({"sim": "false", "camera_topic": "camera/color/image_raw",
+                        "command_topic": "/servo_node/delta_twist_cmds"}, {})
+    by = {s.name: s for s in plan.specs}
+    assert by["camera"].remappings == (("camera/image_raw", "camera/color/image_raw"),)
+    assert by["policy"].remappings == (("cmd_vel", "/servo_node/delta_twist_cmds"),)
+    assert "-r" in by["policy"].ros_arguments("p.yaml") and not by["logger"].remappings
+    record = {s.name: s for s in describe_graph(robots=1, record=True, robot="efm_ros.sim.lift:LiftRobot",
+                                                command_topic="arm/twist")}
+    assert set(record) == {"sim_robot", "camera", "teleop", "logger"}       # no policy, no steps_to_go
+    assert record["teleop"].overrides["action_axes"] == "linear.x,linear.y,linear.z,gripper"
+    assert record["teleop"].remappings == (("cmd_vel", "arm/twist"),)
+    assert record["logger"].overrides["source"] == "teleop"
+    assert record["sim_robot"].overrides["backend_args"] == "{}"           # all its instructions, not the practice task
+
+
 def test_ros_arguments_quote_strings_and_keep_types():
     spec = NodeSpec("policy", "/robot_4", "policy_node", "m:C", {"model_dir": "it's here", "seed": 3, "on": True},
                     (("cmd_vel", "/arm/cmd"),))

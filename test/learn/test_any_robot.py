@@ -43,6 +43,10 @@ def test_the_readme_example_backend_is_demonstrated_by_collect_demos(tmp_path, m
         assert ep.custom_data["robot_backend"] == "my_robot:DotRobot"
         assert json.loads(ep.custom_data["robot_args"])["control_rate_hz"] == 5
     assert "my_robot:DotRobot" in capsys.readouterr().out
+    # --expert: any factory called with the robot (here the README's Expert class itself)
+    assert collect(["--robot", "my_robot:DotRobot", "--expert", "my_robot:Expert", "--episodes", "1", "--out",
+                    str(tmp_path / "dots2"), "--seed", "0", "--image-size", "32", "--workers", "1", "--no-progress"]) == 0
+    assert read_episode(list_episodes(tmp_path / "dots2")[0]).custom_data["expert"] == "my_robot:Expert"
 
 
 def test_robot_options_are_refused_with_a_clear_error(tmp_path, capsys):
