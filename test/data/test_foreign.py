@@ -16,7 +16,7 @@ T0 = 1_800_000_000 * 10**9
 
 
 def write_recording(path, *, seconds=2.0, camera_hz=30, cmd_hz=20, velocity=(0.1, -0.05, 0.0), markers=None,
-                    encoding="bgr8", gripper=None):
+                    encoding="bgr8", gripper=None, compressed=False):
     """A lab-style recording: a 64x48 camera, TwistStamped commands at their own rate, optional
     episode markers and gripper commands."""
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -28,14 +28,23 @@ def write_recording(path, *, seconds=2.0, camera_hz=30, cmd_hz=20, velocity=(0.1
     stamp = lambda ns: T["builtin_interfaces/msg/Time"](sec=ns // 10**9, nanosec=ns % 10**9)  # noqa: E731
     header = lambda ns: T["std_msgs/msg/Header"](stamp=stamp(ns), frame_id="cam")  # noqa: E731
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-        img = w.add_connection("/camera/color/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        img_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+        img = w.add_connection("/camera/color/image_raw", img_type, typestore=store)
         cmd = w.add_connection("/servo/delta_twist_cmds", "geometry_msgs/msg/TwistStamped", typestore=store)
         for k in range(int(seconds * camera_hz)):
             ns = T0 + k * 10**9 // camera_hz
             frame = np.full((48, 64, 3), (k * 3) % 256, np.uint8)
-            msg = T["sensor_msgs/msg/Image"](header=header(ns), height=48, width=64, encoding=encoding, is_bigendian=0,
-                                              step=192, data=frame.reshape(-1))
-            w.write(img, ns, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+            frame[:, 8:16, 0] = 255                                 # a red stripe at the left of the centre square
+            if compressed:
+                import cv2
+
+                png = cv2.imencode(".png", frame[:, :, ::-1])[1]   # drivers compress BGR
+                msg = T[img_type](header=header(ns), format="bgr8; png compressed bgr8", data=png.reshape(-1))
+            else:
+                data = frame[:, :, ::-1] if encoding == "bgr8" else frame
+                msg = T[img_type](header=header(ns), height=48, width=64, encoding=encoding, is_bigendian=0,
+                                  step=192, data=np.ascontiguousarray(data).reshape(-1))
+            w.write(img, ns, store.serialize_cdr(msg, img_type))
         for k in range(int(seconds * cmd_hz)):
             ns = T0 + k * 10**9 // cmd_hz
             v = T["geometry_msgs/msg/Vector3"](x=velocity[0], y=velocity[1], z=velocity[2])
@@ -63,7 +72,17 @@ def test_a_recording_becomes_one_demonstration_resampled_at_the_control_rate(tmp
     assert ep.num_steps == 19 and ep.frames.shape == (20, 32, 32, 3)       # 2 s at 10 Hz, last frame = goal
     np.testing.assert_allclose(ep.actions, np.tile([0.5, -0.25], (19, 1)), atol=1e-6)   # m/s / max speed
     assert ep.instruction == "stack the cubes" and ep.custom_data["source"] == "imported"
-    assert ep.frames[0, 0, 0, 0] == 0 and ep.frames[10, 0, 0, 0] == 90      # frame t = the newest image at tick t (1 s: the 30th)
+    assert ep.frames[0, 0, 16, 0] == 0 and ep.frames[10, 0, 16, 0] == 90    # frame t = the newest image at tick t (1 s: the 30th)
+
+
+@pytest.mark.parametrize("kind", ["bgr8", "rgb8", "png"])
+def test_every_image_kind_arrives_as_rgb(tmp_path, kind):
+    bag = write_recording(tmp_path / "rec", encoding="rgb8" if kind == "rgb8" else "bgr8", compressed=kind == "png")
+    (ep,) = recording_episodes(bag, TopicMap.from_dict({**MAP, "image_size": 48}))
+    assert ep.frames.shape[1:] == (48, 48, 3)                              # 64x48 centre-cropped to 48x48
+    frame = ep.frames[5]                                                   # tick 5 = 0.5 s: camera frame 15, grey 45
+    np.testing.assert_array_equal(frame[:, :8], np.tile([255, 45, 45], (48, 8, 1)))   # red, not blue: RGB order
+    np.testing.assert_array_equal(frame[:, 20], np.tile([45, 45, 45], (48, 1)))
 
 
 def test_markers_cut_demonstrations_and_discards_are_dropped(tmp_path):
