@@ -16,6 +16,9 @@ Publishes
                   model version, swaps, refused versions, faults (1 Hz, in every lifecycle state)
   policy/version  std_msgs/String (reliable, transient local): the version it acts with, on
                   configure and after every swap (the fleet coordinator waits for it)
+  policy/state    std_msgs/String (reliable, transient local): its lifecycle state on every change
+                  (unconfigured, inactive, active, finalized); steps_to_go starts no episode while
+                  it is not active, so a safe stop (deactivate) does not turn into a loop of resets
 Subscribes
   camera/image    sensor_msgs/Image rgb8, image_size x image_size (sensor-data QoS; camera node)
   instruction     std_msgs/String (reliable, transient local: the current one on joining)
@@ -168,6 +171,8 @@ class PolicyNode(LifecycleNode):
         self.gripper_pub = self.create_publisher(Float64, "gripper_cmd", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.version_pub = self.create_publisher(String, "~/version", LATCHED)
+        self.state_pub = self.create_publisher(String, "~/state", LATCHED)
+        self.state_pub.publish(String(data=self._state))
         self.create_subscription(Image, "camera/image", self._on_image, qos_profile_sensor_data, callback_group=inputs)
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=inputs)
         self.create_subscription(EpisodeEvent, "episode_event", self._on_event, EVENTS_QOS, callback_group=inputs)
@@ -220,35 +225,40 @@ class PolicyNode(LifecycleNode):
         swapper.start()
         self.version_pub.publish(String(data=model.version))
         self._last_fault = ""
-        self._state = "inactive"
+        self._set_state("inactive")
         self.get_logger().info(f"configured: model {model.version} from {model.model_dir} "
                                f"({', '.join(model.providers)}), {rate:g} Hz"
                                + (f", watching {self.watch_dir}" if self.watch_dir else ""))
         return TransitionCallbackReturn.SUCCESS
 
+    def _set_state(self, label: str) -> None:
+        """The lifecycle state label (/diagnostics), published on policy/state."""
+        self._state = label
+        self.state_pub.publish(String(data=label))
+
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         with self._tick_lock:
             self._active = True
         self._timer.reset()
-        self._state = "active"
+        self._set_state("active")
         self.get_logger().info("active: acting on camera/image")
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._safe_stop()
-        self._state = "inactive"
+        self._set_state("inactive")
         self.get_logger().info("inactive: safe stop sent, no more commands")
         return TransitionCallbackReturn.SUCCESS
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._unload()
-        self._state = "unconfigured"
+        self._set_state("unconfigured")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._safe_stop()
         self._unload()
-        self._state = "finalized"
+        self._set_state("finalized")
         return TransitionCallbackReturn.SUCCESS
 
     def _safe_stop(self) -> None:

@@ -13,6 +13,8 @@ Subscribes
   policy_action   efm_ros/PolicyAction — liveness only: a running episode whose policy stops
                   acting for policy_timeout_s ends with a FAULT "input lost: ..."
   policy/version  std_msgs/String (latched) — the version the robot's policy node acts with
+  policy/state    std_msgs/String (latched) — the policy node's lifecycle state: no episode starts
+                  while it says anything but "active" (a safe stop pauses the robot's episodes)
   /fleet/command  efm_ros/FleetCommand (``fleet_command_topic``; latched) — the trainer's
                   coordinator: PAUSE lets the running episode end by the episode rules and starts
                   no new one; PRACTISE starts again once policy/version is the version it names
@@ -110,6 +112,7 @@ class StepsToGoNode(Node):
         self._lost = ""                           # what the last episode lost ("" once one ends normally)
         self.gate = RobotGate()                   # the fleet coordinator's say on new episodes
         self._policy_version = ""
+        self._policy_state = ""   # unknown until the policy node says (no policy node: episodes start)
         self._last_episode_id = ""
         self._paused_since: float | None = None
         self._paused_s = 0.0
@@ -122,6 +125,7 @@ class StepsToGoNode(Node):
         self.create_subscription(String, "operator_stop", self._on_operator_stop, 10)
         self.create_subscription(PolicyAction, "policy_action", self._on_policy_action, 10)
         self.create_subscription(String, "policy/version", self._on_policy_version, LATCHED)
+        self.create_subscription(String, "policy/state", self._on_policy_state, LATCHED)
         self.status_pub = None
         if fleet_command:
             self.status_pub = self.create_publisher(FleetStatus, fleet_status, 10)
@@ -156,6 +160,12 @@ class StepsToGoNode(Node):
         self._policy_version = msg.data
         if changed:
             self._publish_status()
+
+    def _on_policy_state(self, msg: String) -> None:
+        state = msg.data[:MAX_TEXT_CHARS]
+        if state != self._policy_state and self._policy_state:
+            self.get_logger().info(f"policy {state}" + ("" if state == "active" else ": no episode starts until it is active"))
+        self._policy_state = state
 
     def _on_fleet_command(self, msg: FleetCommand) -> None:
         try:
@@ -217,6 +227,9 @@ class StepsToGoNode(Node):
                 return
             if not self.gate.may_start(self._policy_version):
                 self.stats.counts["start_paused_by_fleet"] += 1
+                return
+            if self._policy_state not in ("", "active"):   # the policy was stopped (safe stop, cleanup)
+                self.stats.counts["start_waiting_for_policy"] += 1
                 return
             if not self._recorder_ready():
                 self.stats.counts["start_waiting_for_logger"] += 1
@@ -374,6 +387,7 @@ class StepsToGoNode(Node):
                        "model_version": self.model.version, "s": f"{self.config.success_threshold:g}",
                        "k": str(self.config.success_k)})
         values["last_input_lost"] = self._lost
+        values["policy_state"] = self._policy_state or "unknown"
         if self.status_pub is not None:
             paused_s = self._paused_s + (time.monotonic() - self._paused_since if self._paused_since is not None else 0.0)
             values.update({"fleet_command": str(self.gate.seq), "fleet_paused": str(self._paused()).lower(),

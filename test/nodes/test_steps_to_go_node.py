@@ -97,6 +97,20 @@ def test_episodes_timeout_reset_restart_and_fault(rclpy_context, graph):
         stop = [e for e in events[n:] if e.event == EpisodeEvent.OPERATOR_STOP]
         assert stop and "block fell off" in stop[0].termination_reason
 
+        # the policy is stopped (a safe stop: its lifecycle state is not active): the running episode
+        # ends by its rules, then no episode starts (and no reset is asked for) until it is active again
+        latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        state_pub = node.create_publisher(String, "policy/state", latched)
+        state_pub.publish(String(data="inactive"))
+        spin_until(ex, lambda: False, 1.0)                                   # it has arrived
+        assert spin_until(ex, lambda: kinds()[-1] == EpisodeEvent.RESET_DONE, 30), kinds()[-4:]
+        n = len(events)
+        spin_until(ex, lambda: False, 2.0)
+        assert kinds()[n:] == [], kinds()[n:]
+        state_pub.publish(String(data="active"))
+        assert spin_until(ex, lambda: EpisodeEvent.START in kinds()[n:], 30), kinds()[n:]
+
         # the robot dies mid-episode: its camera goes silent -> the episode ends with a FAULT
         # (input lost, within input_timeout_s), the reset cannot happen -> a reset FAULT, no hang
         n = len(events)
