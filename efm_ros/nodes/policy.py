@@ -139,6 +139,7 @@ class PolicyNode(LifecycleNode):
         if self.trigger not in ("timer", "frame"):
             self.destroy_node()
             raise ValueError(f"policy: trigger must be 'timer' or 'frame', got {self.trigger!r}")
+        self._axes: dict[tuple, ActionAxes] = {}  # (action size, max speed, max angular rate) -> axes
         self.swapper: HotSwapper | None = None
         self.stats = RollingStats()              # one event per published action; latency = now - image stamp
         self.counts = self.stats.counts
@@ -407,9 +408,12 @@ class PolicyNode(LifecycleNode):
             self.stats.tick((self.get_clock().now() - stamp).nanoseconds * 1e-9)
 
     def _axes_for(self, dims: int) -> ActionAxes:
-        """The action axes for a ``dims``-component action (ValueError if action_axes does not fit)."""
-        return ActionAxes.parse(self.action_axes, dims, max_speed_mps=self.get_parameter("max_speed_mps").value,
-                                max_angular_rps=self.get_parameter("max_angular_rps").value)
+        """The action axes for a ``dims``-component action (ValueError if action_axes does not fit),
+        parsed once per action size and limits (max_speed_mps / max_angular_rps may change at run time)."""
+        key = (dims, self.get_parameter("max_speed_mps").value, self.get_parameter("max_angular_rps").value)
+        if key not in self._axes:
+            self._axes[key] = ActionAxes.parse(self.action_axes, dims, max_speed_mps=key[1], max_angular_rps=key[2])
+        return self._axes[key]
 
     def _command(self, action: np.ndarray) -> None:
         """cmd_vel (and gripper_cmd) from the action by its axes, each part clamped to its limit."""

@@ -117,18 +117,26 @@ def robot_family(robot: Any) -> str:
     return str(family or "")
 
 
-def check_robot_action(action: Any, dim: int) -> np.ndarray:
-    """An action from an expert or a policy, validated: float32, ``dim`` finite components, clipped
-    to [-1, 1]. Raises ValueError for a wrong length or NaN/inf (nothing may reach a robot then)."""
+def validate_action(action: Any, dim: int, names: str = "") -> np.ndarray:
+    """An action as a float64 vector of ``dim`` finite numbers; ValueError otherwise (nothing may
+    reach a robot then). ``names`` describes the components in the messages, e.g. "(dx, dy)". The
+    one check every backend and :func:`check_robot_action` run before bounding in their own way."""
+    what = f" {names}" if names else ""
     try:
         a = np.asarray(action, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"action must be {dim} numbers, got {action!r}") from exc
+        raise ValueError(f"action must be {dim} numbers{what}, got {action!r}") from exc
     if a.shape != (dim,):
-        raise ValueError(f"action must have {dim} elements, got {a.size}")
+        raise ValueError(f"action must have {dim} elements{what}, got {a.size}")
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"action contains NaN or inf: {a.tolist()}")
-    return np.clip(a, -1.0, 1.0).astype(np.float32)
+        raise ValueError(f"action contains NaN or inf: {a.tolist()} (rejected, nothing applied)")
+    return a
+
+
+def check_robot_action(action: Any, dim: int) -> np.ndarray:
+    """An action from an expert or a policy, validated (:func:`validate_action`): float32, clipped
+    to [-1, 1]."""
+    return np.clip(validate_action(action, dim), -1.0, 1.0).astype(np.float32)
 
 
 def add_robot_arguments(parser: Any, *, expert: bool = False) -> None:

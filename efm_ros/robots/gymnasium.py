@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from efm_ros.robots import load_object
+from efm_ros.robots import load_object, validate_action
 
 SUCCESS_KEYS = ("is_success", "success")
 """info keys read, in this order, for ground-truth success"""
@@ -122,14 +122,7 @@ class GymnasiumRobot:
         return self._instruction
 
     def step(self, action: Any) -> None:
-        try:
-            a = np.asarray(action, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"action must be {self.action_dim} numbers, got {action!r}") from exc
-        if a.shape != (self.action_dim,):
-            raise ValueError(f"action must have {self.action_dim} elements, got {a.size}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action contains NaN or inf: {a.tolist()} (rejected, nothing applied)")
+        a = validate_action(action, self.action_dim)
         if self.terminated or self.truncated:
             return
         a = np.clip(a, -1.0, 1.0)

@@ -66,6 +66,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from efm_ros.robots import validate_action
+
 FAMILIES: tuple[str, ...] = ("place", "stack", "lift")
 """the instruction families, in the order :func:`all_instructions` lists them"""
 COLORS: tuple[str, ...] = ("red", "green", "blue")
@@ -274,15 +276,7 @@ def check_action(action: Any) -> np.ndarray:
 
     Raises ValueError for a wrong number of elements or any NaN/inf.
     """
-    try:
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"action must be 4 numbers (dx, dy, dz, grip), got {action!r}") from exc
-    if a.shape != (4,):
-        raise ValueError(f"action must have 4 elements (dx, dy, dz, grip), got {a.size}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"action contains NaN or inf: {a.tolist()} (rejected, nothing applied)")
-    a = np.clip(a, -1.0, 1.0)
+    a = np.clip(validate_action(action, 4, "(dx, dy, dz, grip)"), -1.0, 1.0)
     norm = math.sqrt(a[0] * a[0] + a[1] * a[1] + a[2] * a[2])
     if norm > 1.0:
         a[:3] /= norm

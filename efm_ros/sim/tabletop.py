@@ -47,6 +47,7 @@ import cv2
 import numpy as np
 import pymunk
 
+from efm_ros.robots import validate_action
 from efm_ros.sim import instructions as ins
 from efm_ros.vision.preprocess import IMAGE_SIZE
 
@@ -215,14 +216,7 @@ def check_action(action: Any, dim: int = 2) -> np.ndarray:
     Raises ValueError for a wrong number of elements or any NaN/inf. A vector longer than 1 is
     scaled to unit length (direction kept), which also puts every component in [-1, 1].
     """
-    try:
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"action must be {dim} numbers, got {action!r}") from exc
-    if a.shape != (dim,):
-        raise ValueError(f"action must have {dim} elements, got {a.size}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"action contains NaN or inf: {a.tolist()} (rejected, nothing applied)")
+    a = validate_action(action, dim)
     norm = math.hypot(*a) if dim == 2 else float(np.linalg.norm(a))
     return a / norm if norm > 1.0 else a
 
