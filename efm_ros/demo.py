@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="efm-ros demo", description=__doc__.split("\n\n")[0])
@@ -121,9 +123,12 @@ def fleet_summary(si: Path) -> str:
     read = sum(v for k, v in counts.items() if k.startswith("episodes_"))
     off = counts.get("episodes_off_policy", 0)
     switch = [e["switch_s"] for e in log]
+    parts = "; ".join(f"{label} {np.median([e[k] for e in log if e.get(k) is not None]):.2f} s"
+                      for k, label in (("settle_s", "settle"), ("update_s", "update + export"), ("export_s", "of it export"))
+                      if any(e.get(k) is not None for e in log))
     return (f"Fleet: {len(log)} coordinated updates; episodes discarded at a version switch: {off} of {read} "
             f"({off / max(read, 1):.0%}); time practising (not paused for an update): {1 - log[-1]['paused_share']:.0%}; "
-            f"version switch {min(switch):.2f}–{max(switch):.2f} s"
+            f"per pause (median): {parts}; version switch {min(switch):.2f}–{max(switch):.2f} s"
             + (f"; unresponsive robots: {', '.join(log[-1]['unresponsive'])}" if log[-1]["unresponsive"] else ""))
 
 

@@ -4,9 +4,11 @@ The trainer owns a :class:`FleetCoordinator`; its ROS face (``nodes.improve_metr
 the commands on ``/fleet/command`` (``efm_ros/FleetCommand``) and the robots' answers on
 ``/fleet/status`` (``efm_ros/FleetStatus``, from every robot's steps_to_go node). One update:
 
-1. ``pause()`` when the buffer is full: every robot lets its running episode end by the episode
-   rules (success, timeout; it is on-policy for the version that is being updated) and starts no
-   new one. The arm holds still: the policy acts only inside episodes.
+1. ``pause()`` when the buffer is full: every robot ends its running episode at its next frame
+   (PAUSE_NOW, the default: a TIMEOUT with the reason "timeout: fleet pause", a truncated episode
+   that is on-policy for the version being updated and is learned from like any timeout), or lets
+   it end by the episode rules (PAUSE, ``end_running=False``: up to T_max of waiting), and starts
+   no new one. The arm holds still: the policy acts only inside episodes.
 2. ``settled()`` once every responsive robot reports *paused* for this command and the trainer has
    seen the bag of the last episode each robot reported ended, so no episode of the old version
    arrives after the update (nothing is discarded at the switch).
@@ -21,8 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PRACTISE, PAUSE = 0, 1
+PRACTISE, PAUSE, PAUSE_NOW = 0, 1, 2
 """FleetCommand.command values (msg/FleetCommand.msg)"""
+
+PAUSE_REASON = "timeout: fleet pause"
+"""termination_reason of an episode ended by PAUSE_NOW"""
 
 
 @dataclass
@@ -43,7 +48,7 @@ class FleetCoordinator:
     version: str = ""
     robots: dict[str, RobotStatus] = field(default_factory=dict)
     paused_s: float = 0.0
-    """total time from each pause() to its resume()"""
+    """total time from each pause() until every robot acts with the new version (``swapped``)"""
     pauses: int = 0
     _paused_at: float | None = None
 
@@ -57,21 +62,18 @@ class FleetCoordinator:
     def unresponsive(self, now: float) -> list[str]:
         return sorted(r for r, s in self.robots.items() if now - s.seen_at > self.status_timeout_s)
 
-    def pause(self, now: float) -> tuple[int, int, str]:
-        """-> (seq, PAUSE, version being updated): the command to publish."""
+    def pause(self, now: float, end_running: bool = True) -> tuple[int, int, str]:
+        """-> (seq, PAUSE_NOW or PAUSE, version being updated): the command to publish."""
         self.seq += 1
-        self.command = PAUSE
+        self.command = PAUSE_NOW if end_running else PAUSE
         self.pauses += 1
         self._paused_at = now
-        return self.seq, PAUSE, self.version
+        return self.seq, self.command, self.version
 
     def resume(self, version: str, now: float) -> tuple[int, int, str]:
         """-> (seq, PRACTISE, version): practise again, on ``version``."""
         self.seq += 1
         self.command, self.version = PRACTISE, version
-        if self._paused_at is not None:
-            self.paused_s += now - self._paused_at
-            self._paused_at = None
         return self.seq, PRACTISE, version
 
     def settled(self, now: float, seen_episodes) -> tuple[bool, list[str]]:
@@ -89,6 +91,12 @@ class FleetCoordinator:
         waiting = [r for r in self.responsive(now) if self.robots[r].policy_version != version]
         return not waiting, waiting
 
+    def practising(self, now: float) -> None:
+        """The pause is over (every robot swapped, or the wait gave up): count its time."""
+        if self._paused_at is not None:
+            self.paused_s += now - self._paused_at
+            self._paused_at = None
+
 
 @dataclass
 class RobotGate:
@@ -101,12 +109,16 @@ class RobotGate:
     def on_command(self, seq: int, command: int, version: str) -> bool:
         """Take a command; False for one already taken or an unknown one. Any other seq is taken
         (a restarted trainer counts from 1 again; the command topic keeps only the latest)."""
-        if command not in (PRACTISE, PAUSE):
+        if command not in (PRACTISE, PAUSE, PAUSE_NOW):
             raise ValueError(f"unknown fleet command {command}")
         if int(seq) == self.seq:
             return False
         self.seq, self.command, self.version = int(seq), int(command), version
         return True
+
+    def end_running(self) -> bool:
+        """The latest command asks to end a running episode at its next frame."""
+        return self.command == PAUSE_NOW
 
     def may_start(self, policy_version: str) -> bool:
         """Practising, and (once the trainer names a version) the policy acts with that version."""

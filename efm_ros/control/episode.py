@@ -9,6 +9,7 @@ values into what the robot does next, without ROS:
   ends the episode,
 * timeout: the episode ends once ``max_steps`` actions have been taken (frames 0..max_steps seen),
 * operator stop: ends the episode at once,
+* truncation (the fleet pauses for an update): ends the episode as a timeout at a frame,
 * then a reset; a reset that fails ``reset_retries`` times is a FAULT, retried every
   ``fault_retry_s`` until it works — the node reports, it never hangs.
 
@@ -147,6 +148,14 @@ class EpisodeTracker:
         if self.phase is not Phase.RUNNING:
             return None
         return self._end(Event.OPERATOR_STOP, Outcome.UNKNOWN, reason)
+
+    def truncate(self, reason: str) -> EpisodeEventRecord | None:
+        """End the running episode as a TIMEOUT after the frame just ticked: its time ran out early
+        (the fleet coordinator's PAUSE_NOW). Like T_max, a truncation: every frame up to here
+        has its d, and the episode is learned from like any timeout. None if none is running."""
+        if self.phase is not Phase.RUNNING or self.step < 0:
+            return None
+        return self._end(Event.TIMEOUT, Outcome.FAILURE, reason)
 
     def input_lost(self, reason: str) -> EpisodeEventRecord | None:
         """End the running episode with a FAULT because an input it depends on went silent (the

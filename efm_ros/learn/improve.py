@@ -463,8 +463,12 @@ class Improver:
         self._episode_stats: list[dict] = []
         self.history: list[dict] = []
         self._reward_torch = None
+        self._policy_template = None
         if self.rank == 0:
             self._reward_torch = load_model_checkpoints(self.reward_dir)[1]  # copied unchanged into each version
+            from efm_ros.model.export import PolicyGraphTemplate
+            # traced once, here, before any practice: each version then only refreshes its weights
+            self._policy_template = PolicyGraphTemplate(self.policy)
             (self.out / "versions").mkdir(parents=True, exist_ok=True)
             self._write_json("config.json", {"improve": dataclasses.asdict(self.config), "policy": str(self.policy_dir),
                                              "reward_model": str(self.reward_dir), "initial_version": self.version,
@@ -576,9 +580,10 @@ class Improver:
 
     def update(self) -> dict:
         """N AdamW steps on the buffer (paper: B = 64, N = 16, no reuse), then clear it."""
+        t0 = time.perf_counter()
         stats = self.learner.update(self._shared_buffer())
         self.buffer.clear()
-        return stats
+        return {**stats, "update_s": round(time.perf_counter() - t0, 3)}
 
     def publish(self, train_stats: dict) -> dict:
         """Export the updated policy as the next version; record the iteration's metrics."""
@@ -593,6 +598,7 @@ class Improver:
             from efm_ros.model.export import export_model
 
             m = self.reward.manifest
+            t0 = time.perf_counter()
             export_model(self.policy, self.out / "versions" / f"v{self.iteration:04d}", reward_model=self._reward_torch,
                          instructions=self.instructions, success_threshold=m["success"]["threshold_steps"],
                          success_k=m["success"]["consecutive"], control_rate_hz=m["control_rate_hz"],
@@ -602,7 +608,9 @@ class Improver:
                                                               "parent_version": self.version,
                                                               "reward_model_version": self.reward.version},
                          signing_key=self.config.signing_key or None,
-                         reward_from=self.reward_dir)   # the frozen graph, copied: not re-exported
+                         reward_from=self.reward_dir,   # the frozen graph, copied: not re-exported
+                         policy_template=self._policy_template)   # the policy graph: its weights refreshed
+            row["export_s"] = round(time.perf_counter() - t0, 3)
             self.version_dirs[new_version] = f"versions/v{self.iteration:04d}"
             self.history.append({**row, "version": self.version, "directory": self.version_dirs[self.version]})
             self._write_metrics()
@@ -720,6 +728,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "PRACTISE with the new version (each robot starts again once its policy acts with it)")
     p.add_argument("--fleet-timeout-s", type=float, default=3.0,
                    help="a robot whose /fleet/status is older than this is unresponsive: reported, never waited for")
+    p.add_argument("--pause", choices=("now", "drain"), default="now",
+                   help="what a pause does to the robots' running episodes: 'now' ends each at its next frame (a "
+                        "truncated episode, learned from like a timeout: the fleet stops within a tick); 'drain' "
+                        "lets each end by the episode rules (up to T_max of robot time waiting)")
     p.add_argument("--pause-timeout-s", type=float, default=30.0,
                    help="longest wait for the fleet to pause (in-flight episodes end by T_max) or to swap")
     for f in dataclasses.fields(ImproveConfig):
@@ -788,7 +800,7 @@ class _FleetLoop:
             time.sleep(0.1)
         now = time.monotonic()
         with self.ros.fleet() as c:
-            cmd = c.pause(now)
+            cmd = c.pause(now, end_running=self.args.pause == "now")
             robots = c.responsive(now)
         self.ros.command(*cmd, values={"robots": len(robots)})
         print(f"fleet: PAUSE {cmd[0]} for iteration {self.imp.iteration + 1}: waiting for {robots}", flush=True)
@@ -797,6 +809,7 @@ class _FleetLoop:
             unresponsive = c.unresponsive(time.monotonic())
         self._entry = {"iteration": self.imp.iteration + 1, "robots": robots, "settle_s": round(settle_s, 3),
                        "not_settled": waited, "unresponsive": unresponsive, "transitions": len(self.imp.buffer)}
+        self._t_settled = time.monotonic()
 
     def resume_and_swap(self, row: dict) -> None:
         t_update_end = time.monotonic()
@@ -806,9 +819,12 @@ class _FleetLoop:
         switch_s, waited = self._wait(lambda c, t: c.swapped(self.imp.version, t), "swap")
         with self.ros.fleet() as c:
             now = time.monotonic()
+            c.practising(now)                   # the pause ends when every robot acts with the new version
             unresponsive = sorted(set(self._entry.get("unresponsive", [])) | set(c.unresponsive(now)))
             paused_total = c.paused_s
-        entry = {**self._entry, "version": self.imp.version, "switch_s": round(switch_s, 3), "not_swapped": waited,
+        entry = {**self._entry, "version": self.imp.version, "update_s": round(t_update_end - self._t_settled, 3),
+                 "update_train_s": row.get("update_s"), "export_s": row.get("export_s"),
+                 "switch_s": round(switch_s, 3), "not_swapped": waited,
                  "unresponsive": unresponsive, "paused_total_s": round(paused_total, 3),
                  "paused_share": round(paused_total / max(now - self.t0, 1e-9), 4), "counts": dict(self.imp.counts)}
         self.log.append(entry)

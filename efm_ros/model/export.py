@@ -107,9 +107,10 @@ def graph_specs(config: EFMConfig) -> dict[str, dict]:
 
 
 def _export_graph(module: nn.Module, path: Path, example: tuple, input_names, output_names,
-                  opset: int = OPSET) -> None:
+                  opset: int = OPSET, optimize: bool = True) -> None:
     """torch.onnx.export with the batch dimension of every input dynamic: the dynamo exporter
-    (opset 18, one file), else the TorchScript one."""
+    (opset 18, one file), else the TorchScript one. ``optimize=False`` keeps every parameter the
+    graph uses as an initializer named after it (no constant folding; ONNX Runtime folds at load)."""
     module.eval()   # exporters must see eval mode (BatchNorm running stats, no dropout)
     batch = torch.export.Dim("batch", min=1, max=4096)
     dynamic = {name: {0: batch} for name in input_names}
@@ -119,8 +120,11 @@ def _export_graph(module: nn.Module, path: Path, example: tuple, input_names, ou
         warnings.simplefilter("ignore", (FutureWarning, UserWarning))   # exporter-internal chatter
         try:
             torch.onnx.export(module, example, str(path), dynamo=True, external_data=False,
-                              dynamic_shapes=dynamic, verbose=False, **kwargs)
+                              dynamic_shapes=dynamic, verbose=False, optimize=optimize, **kwargs)
         except Exception as dynamo_error:  # noqa: BLE001 — fall back to the TorchScript exporter
+            if not optimize:
+                raise RuntimeError(f"ONNX export of {path.name} (parameters kept as initializers) failed: "
+                                   f"{dynamo_error!r}") from dynamo_error
             try:
                 dyn_axes = {name: {0: "batch"} for name in (*input_names, *output_names)}
                 torch.onnx.export(module, example, str(path), dynamo=False, dynamic_axes=dyn_axes, **kwargs)
@@ -155,6 +159,84 @@ def export_onnx(model: EFM, out_dir: str | Path, *, reward_model: EFM | None = N
         for m, training in modes:   # a trainer exporting mid-run gets its modes back
             m.train(training)
     return specs
+
+
+class PolicyGraphTemplate:
+    """A policy graph traced once, whose weights are refreshed for every later version of the same
+    network (Stage 2: the architecture never changes between versions, only the weights).
+
+    Tracing and exporting the EFM takes 5-10 s on a CPU, on the critical path of a fleet's version
+    switch (issue 12). The template is exported without constant folding, so every parameter and
+    buffer the policy graph uses is an initializer named after it; :meth:`write` copies the
+    model's current tensors into them and then runs the exporter's own optimiser (onnxscript's
+    ``optimize_ir``: without it the graph runs ~3x slower in ONNX Runtime), ~0.3-0.5 s in all. Nothing that the graph uses can be missed: at
+    construction every state tensor that is not an initializer must be unused by the policy
+    outputs (no gradient reaches it; the steps-to-go head, BatchNorm counters), else ValueError.
+    ``export_model(policy_template=...)`` still checks ORT-vs-torch parity of the written graph."""
+
+    PREFIX = "efm."   # PolicyGraph's attribute holding the EFM
+
+    def __init__(self, model: EFM, opset: int = OPSET):
+        import onnx
+
+        was_training = model.training
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / GRAPH_FILES["policy"]
+            _export_graph(PolicyGraph(model), path, random_inputs(model.config, 2), INPUT_NAMES, POLICY_OUTPUTS,
+                          opset, optimize=False)
+            self.proto = onnx.load(str(path))
+        model.train(was_training)
+        self.config = model.config.to_dict()
+        self._index = {init.name: i for i, init in enumerate(self.proto.graph.initializer)}
+        state = model.state_dict()
+        self.names = [k for k in state if self.PREFIX + k in self._index]
+        missing = [k for k in state if self.PREFIX + k not in self._index]
+        used = self._used_by_policy(model)
+        hidden = [k for k in missing if state[k].is_floating_point() and k in used]
+        if hidden:
+            raise ValueError(f"the policy graph folded tensors it depends on: {hidden[:5]}; its weights cannot be "
+                             "refreshed in place")
+
+    @staticmethod
+    def _used_by_policy(model: EFM) -> set[str]:
+        """Names of the parameters that the policy outputs depend on (one backward pass)."""
+        flags = {n: p.requires_grad for n, p in model.named_parameters()}
+        try:
+            for p in model.parameters():
+                p.requires_grad_(True)
+                p.grad = None
+            was_training = model.training
+            model.eval()
+            logits, _ = PolicyGraph(model)(*random_inputs(model.config, 2))
+            logits.sum().backward()
+            model.train(was_training)
+            return {n for n, p in model.named_parameters() if p.grad is not None}
+        finally:
+            for n, p in model.named_parameters():
+                p.grad = None
+                p.requires_grad_(flags[n])
+
+    def write(self, model: EFM, path: str | Path) -> None:
+        """Write ``policy.onnx`` of ``model`` (the template's network with any weights) to ``path``."""
+        from onnx import helper, numpy_helper
+
+        if model.config.to_dict() != self.config:
+            raise ValueError("the model's network differs from the template's: export it with export_onnx")
+        state = model.state_dict()
+        inits = self.proto.graph.initializer
+        for k in self.names:
+            i = self._index[self.PREFIX + k]
+            arr = state[k].detach().cpu().numpy()
+            if tuple(arr.shape) != tuple(inits[i].dims):
+                raise ValueError(f"{k}: shape {tuple(arr.shape)} is not the template's {tuple(inits[i].dims)}")
+            dtype = helper.tensor_dtype_to_np_dtype(inits[i].data_type)
+            inits[i].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr, dtype=dtype), inits[i].name))
+        import onnx_ir as ir
+        from onnxscript.optimizer import optimize_ir
+
+        model_ir = ir.serde.deserialize_model(self.proto)    # a copy: the template keeps its names
+        optimize_ir(model_ir)                                 # what torch.onnx.export(optimize=True) runs
+        Path(path).write_bytes(ir.serde.serialize_model(model_ir).SerializeToString())
 
 
 def onnx_parity(model: EFM, reward_model: EFM | None, out_dir: str | Path,
@@ -227,7 +309,8 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
                  instructions: InstructionTable, success_threshold: float, success_k: int,
                  control_rate_hz: float, data_hash: str, metrics: dict, model_version: str | None = None,
                  action_scale=None, training: dict | None = None, overwrite: bool = False,
-                 signing_key: str | Path | None = None, reward_from: str | Path | None = None) -> dict:
+                 signing_key: str | Path | None = None, reward_from: str | Path | None = None,
+                 policy_template: PolicyGraphTemplate | None = None) -> dict:
     """Write a complete, verified model directory (graphs, instruction table, manifest.json).
 
     Checks ORT-vs-torch parity (batch 1 and 4) and refuses an export that drifts more than
@@ -240,6 +323,9 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
     after their sha256 is checked against that directory's manifest, instead of being exported
     and parity-checked again: the reward graph is the same file in every version (issue 12, the
     export on the critical path of a version switch).
+
+    ``policy_template``: write the policy graph by refreshing the weights of a graph traced once
+    (:class:`PolicyGraphTemplate`) instead of tracing ``policy`` again; parity is checked the same.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -254,7 +340,12 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
     try:
         t0 = time.perf_counter()
         roles = ("policy",) if reward_from else ("policy", "reward")
+        if policy_template is not None:
+            policy_template.write(policy, tmp / GRAPH_FILES["policy"])
+            roles = tuple(r for r in roles if r != "policy")
         specs = export_onnx(policy, tmp, reward_model=reward_model, roles=roles)
+        if policy_template is not None:
+            roles = ("policy", *roles)
         if reward_from:
             parity = _copy_frozen_reward(Path(reward_from), tmp)
         export_s = time.perf_counter() - t0

@@ -174,7 +174,8 @@ class ImproveMetricsPublisher:
         msg = FleetCommand(seq=int(seq), command=int(command), version=version)
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self._command_pub.publish(msg)
-        self.fleet_status(("PAUSE" if command == FleetCommand.PAUSE else "PRACTISE") + f" {seq}"
+        names = {FleetCommand.PAUSE: "PAUSE", FleetCommand.PAUSE_NOW: "PAUSE_NOW", FleetCommand.PRACTISE: "PRACTISE"}
+        self.fleet_status(names.get(command, str(command)) + f" {seq}"
                           + (f" {version}" if version else ""), values=values, warn=warn)
 
     def fleet_status(self, message: str, *, values: dict | None = None, warn: str = "") -> None:

@@ -25,6 +25,9 @@ Subscribes
   episode_event   efm_ros/EpisodeEvent (reliable, transient local depth 20, as steps_to_go offers):
                   START sets the episode id (and its instruction); SUCCESS / TIMEOUT /
                   OPERATOR_STOP / FAULT of that episode make the arm hold still until the next START
+  /fleet/command  efm_ros/FleetCommand (``fleet_command_topic``; latched): a PRACTISE naming a version
+                  this node does not act with rescans watch_dir at once (not at the next
+                  watch_period_s): the fleet waits for every robot's swap after each update
 Services
   policy/reload          std_srvs/Trigger: rescan watch_dir now (the outcome shows in the log and
                          on /diagnostics; the reply names the current version)
@@ -80,7 +83,7 @@ from efm_ros.diagnostics import RollingStats
 from efm_ros.model.manifest import MANIFEST_NAME
 from efm_ros.model.runtime import load_model
 from efm_ros.model.signing import SignatureError, check_trusted, load_public_key
-from efm_ros.msg import EpisodeEvent, PolicyAction, StepsToGo
+from efm_ros.msg import EpisodeEvent, FleetCommand, PolicyAction, StepsToGo
 from efm_ros.nodes.common import StartupError, declare, diagnostic_array, spin_node, twist_stamped
 from efm_ros.robots.commands import ActionAxes
 from efm_ros.vision.preprocess import FrameError, decode
@@ -133,6 +136,9 @@ class PolicyNode(LifecycleNode):
         self.action_axes = declare(self, "action_axes", "", "what each action component drives, comma separated: "
                                    "linear.x|y|z, angular.x|y|z, gripper ('' = by the model's action size: 2 planar, "
                                    "3 xyz, 4 xyz + gripper, 6 xyz + rotation, 7 + gripper)", **ro)
+        self.fleet_command = declare(self, "fleet_command_topic", "/fleet/command", "the fleet coordinator's commands: "
+                                     "a PRACTISE naming a version this node does not act with rescans watch_dir "
+                                     "at once ('' = only every watch_period_s)", **ro)
         declare(self, "max_angular_rps", 1.0, "rotation rate of a full-scale angular action on cmd_vel, and its "
                 "limit, rad/s", lo=1e-3, hi=20.0)
 
@@ -178,6 +184,9 @@ class PolicyNode(LifecycleNode):
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED, callback_group=inputs)
         self.create_subscription(EpisodeEvent, "episode_event", self._on_event, EVENTS_QOS, callback_group=inputs)
         self.create_subscription(StepsToGo, "steps_to_go", self._on_supervisor, 10, callback_group=inputs)
+        if self.fleet_command:
+            self.create_subscription(FleetCommand, self.fleet_command, self._on_fleet_command, LATCHED,
+                                     callback_group=inputs)
         self.create_service(Trigger, "~/reload", self._on_reload)    # private: <ns>/policy/reload, like change_state
         self.add_on_set_parameters_callback(self._check_params)
         self.add_post_set_parameters_callback(self._apply_params)
@@ -190,6 +199,17 @@ class PolicyNode(LifecycleNode):
                 fault = self._last_fault
                 self.destroy_node()
                 raise StartupError(f"{fault} (set wait_for_model:=true to stay up and wait)")
+
+    def _on_fleet_command(self, msg: FleetCommand) -> None:
+        """The trainer has published a new version and waits for every robot to act with it:
+        look for it now. Only a hint: what is loaded is still whatever watch_dir holds and verifies."""
+        swapper = self.swapper
+        if msg.command != FleetCommand.PRACTISE or not msg.version or swapper is None or swapper.watch_dir is None:
+            return
+        current = swapper.slot.current
+        if getattr(current, "version", None) != msg.version[:MAX_TEXT_CHARS]:
+            self.counts["rescans_by_fleet"] += 1
+            swapper.rescan()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _trusted_load(self, path, **kwargs):

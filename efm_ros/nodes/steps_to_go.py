@@ -16,8 +16,9 @@ Subscribes
   policy/state    std_msgs/String (latched) — the policy node's lifecycle state: no episode starts
                   while it says anything but "active" (a safe stop pauses the robot's episodes)
   /fleet/command  efm_ros/FleetCommand (``fleet_command_topic``; latched) — the trainer's
-                  coordinator: PAUSE lets the running episode end by the episode rules and starts
-                  no new one; PRACTISE starts again once policy/version is the version it names
+                  coordinator: PAUSE_NOW ends the running episode at its next frame (a TIMEOUT,
+                  "timeout: fleet pause"), PAUSE lets it end by the episode rules; neither starts
+                  a new one; PRACTISE starts again once policy/version is the version it names
 Publishes also
   /fleet/status   efm_ros/FleetStatus (``fleet_status_topic``) on every change and once a second,
                   while a coordinator has spoken: paused, the policy's version, the last episode
@@ -47,7 +48,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
-from efm_ros.control.coordinator import RobotGate
+from efm_ros.control.coordinator import PAUSE_REASON, RobotGate
 from efm_ros.control.episode import INPUT_LOST, EpisodeConfig, EpisodeEventRecord, EpisodeTracker, Event, Phase
 from efm_ros.diagnostics import RollingStats
 from efm_ros.model.runtime import load_model
@@ -175,9 +176,10 @@ class StepsToGoNode(Node):
             self.get_logger().warning(f"rejected fleet command: {exc}", throttle_duration_sec=1.0)
             return
         if taken:
-            self.get_logger().info(f"fleet command {msg.seq}: " + ("PAUSE (the running episode ends by the episode "
-                                   "rules, none starts)" if msg.command == FleetCommand.PAUSE else
-                                   f"PRACTISE with {msg.version or 'the current version'}"))
+            what = {FleetCommand.PAUSE: "PAUSE (the running episode ends by the episode rules, none starts)",
+                    FleetCommand.PAUSE_NOW: "PAUSE_NOW (the running episode ends at its next frame, none starts)"}
+            self.get_logger().info(f"fleet command {msg.seq}: " + what.get(
+                msg.command, f"PRACTISE with {msg.version or 'the current version'}"))
             self._publish_status()
 
     def _paused(self) -> bool:
@@ -256,6 +258,9 @@ class StepsToGoNode(Node):
             self.stats.counts["rejected_d_nan"] += 1
             self.get_logger().error(f"reward model output refused: {exc}", throttle_duration_sec=2.0)
             return
+        if result.event is None and self.gate.end_running():    # the fleet pauses for an update now
+            result.event = self.tracker.truncate(PAUSE_REASON)
+            self.stats.counts["episodes_truncated_by_fleet"] += 1
         out = StepsToGo(header=msg.header, episode_id=self.tracker.episode_id, step=result.step,
                         expected_steps=float(d), distribution=np.asarray(dist, np.float32).tolist(),
                         reward=float(result.reward), success=bool(result.success), model_version=self.model.version)

@@ -38,6 +38,17 @@ def test_timeout_after_max_steps_actions():
     assert res[3].event.event is Event.TIMEOUT and res[3].event.outcome is Outcome.FAILURE
 
 
+def test_a_fleet_pause_truncates_the_episode_as_a_timeout_at_a_ticked_frame():
+    t = EpisodeTracker(EpisodeConfig(success_threshold=1.0, max_steps=100))
+    t.start("e", "i")
+    assert t.truncate("timeout: fleet pause") is None                  # no frame ticked yet: nothing to end
+    assert t.phase is Phase.RUNNING
+    run(t, [10.0, 9.0, 8.5])
+    end = t.truncate("timeout: fleet pause")
+    assert (end.event, end.outcome, end.steps, end.reason) == (Event.TIMEOUT, Outcome.FAILURE, 2, "timeout: fleet pause")
+    assert t.phase is Phase.RESETTING and t.truncate("again") is None
+
+
 def test_operator_stop_and_reset_cycle():
     t = EpisodeTracker(EpisodeConfig(success_threshold=1.0))
     assert t.operator_stop() is None  # nothing running

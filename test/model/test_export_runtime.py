@@ -210,3 +210,37 @@ def test_a_stage2_version_copies_the_frozen_reward_graph_and_refuses_a_tampered_
     with pytest.raises(ManifestError, match="reward.onnx"):
         export_model(policy, tmp_path / "v0002", reward_from=bad, **kw)
     assert not (tmp_path / "v0002").exists()
+
+
+def test_a_refreshed_policy_graph_equals_a_fresh_export_of_the_changed_weights(model_dir, tmp_path):
+    """PolicyGraphTemplate (each Stage-2 version refreshes the weights of a graph traced once):
+    after the weights change (trunk, norms, action head), the written graph computes what a new
+    export computes, a different network is refused, and export_model still checks parity."""
+    from efm_ros.model.export import PolicyGraphTemplate, export_model, export_onnx, load_model_checkpoints
+    from efm_ros.model.text import InstructionTable
+
+    policy, reward = load_model_checkpoints(model_dir)
+    template = PolicyGraphTemplate(policy)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if name.startswith("trunk."):
+                p.add_(0.05 * torch.randn_like(p))
+    template.write(policy, tmp_path / "refreshed.onnx")
+    export_onnx(policy, tmp_path / "fresh", roles=("policy",))
+    import onnxruntime as ort
+
+    inputs = {n: x.numpy() for n, x in zip(("frame", "prev_frame", "instruction_embedding"),
+                                           random_inputs(policy.config, 3, seed=5))}
+    got = ort.InferenceSession(str(tmp_path / "refreshed.onnx")).run(["action_logits"], inputs)[0]
+    want = ort.InferenceSession(str(tmp_path / "fresh" / "policy.onnx")).run(["action_logits"], inputs)[0]
+    old = ort.InferenceSession(str(model_dir / "policy.onnx")).run(["action_logits"], inputs)[0]
+    assert np.abs(got - want).max() < 1e-4 and np.abs(got - old).max() > 1e-2   # the new weights, not the old
+    m = verify_manifest(model_dir)
+    man = export_model(policy, tmp_path / "v0001", reward_model=reward, reward_from=model_dir, policy_template=template,
+                       instructions=InstructionTable.load(model_dir / m["instructions"]["file"]),
+                       success_threshold=m["success"]["threshold_steps"], success_k=m["success"]["consecutive"],
+                       control_rate_hz=m["control_rate_hz"], data_hash="stage2:test", metrics={})
+    assert man["export"]["parity_max_abs_diff"]["action_logits"] < 1e-4
+    other = type(policy)(type(policy.config).from_dict({**policy.config.to_dict(), "action_bins": policy.config.action_bins + 2}))
+    with pytest.raises(ValueError, match="differs from the template"):
+        template.write(other, tmp_path / "other.onnx")
