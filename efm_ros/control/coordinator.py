@@ -50,11 +50,15 @@ class FleetCoordinator:
     paused_s: float = 0.0
     """total time from each pause() until every robot acts with the new version (``swapped``)"""
     pauses: int = 0
+    first_status_at: float | None = None
+    """when the first robot answered: the fleet's practice time counts from here"""
     _paused_at: float | None = None
 
     def on_status(self, robot: str, seq: int, paused: bool, policy_version: str, last_episode_id: str,
                   now: float) -> None:
         self.robots[robot] = RobotStatus(int(seq), bool(paused), policy_version, last_episode_id, now)
+        if self.first_status_at is None:
+            self.first_status_at = now
 
     def responsive(self, now: float) -> list[str]:
         return sorted(r for r, s in self.robots.items() if now - s.seen_at <= self.status_timeout_s)
@@ -90,6 +94,11 @@ class FleetCoordinator:
         """(every responsive robot's policy acts with ``version``, the robots that do not yet)."""
         waiting = [r for r in self.responsive(now) if self.robots[r].policy_version != version]
         return not waiting, waiting
+
+    def paused_share(self, now: float) -> float:
+        """Share of the fleet's time (since the first robot answered) spent paused for updates."""
+        since = self.first_status_at if self.first_status_at is not None else now
+        return self.paused_s / max(now - since, 1e-9)
 
     def practising(self, now: float) -> None:
         """The pause is over (every robot swapped, or the wait gave up): count its time."""

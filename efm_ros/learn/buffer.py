@@ -46,12 +46,18 @@ class OnPolicyBuffer:
     text: list = field(default_factory=list)
     tokens: list = field(default_factory=list)
     returns: list = field(default_factory=list)
+    acting_logits: list = field(default_factory=list)
+    """optional: π of the acting version on each transition, computed as episodes arrive (off the
+    update's critical path); the learner computes it itself when any episode lacks it"""
     episodes: int = 0
 
-    def add_episode(self, features_cur, features_prev, text, tokens, returns) -> None:
+    def add_episode(self, features_cur, features_prev, text, tokens, returns, acting_logits=None) -> None:
         n = len(tokens)
         if not (len(features_cur) == len(features_prev) == len(text) == len(returns) == n):
             raise ValueError("episode arrays have different lengths")
+        if acting_logits is not None and len(acting_logits) != n:
+            raise ValueError("acting logits and tokens have different lengths")
+        self.acting_logits.append(None if acting_logits is None else np.asarray(acting_logits, dtype=np.float32))
         self.features_cur.append(np.asarray(features_cur))
         self.features_prev.append(np.asarray(features_prev))
         self.text.append(np.asarray(text, dtype=np.float32))
@@ -69,12 +75,16 @@ class OnPolicyBuffer:
         """All transitions concatenated (what the learner samples from)."""
         if not self.tokens:
             raise ValueError("empty buffer")
-        return {"features_cur": np.concatenate(self.features_cur), "features_prev": np.concatenate(self.features_prev),
-                "text": np.concatenate(self.text), "tokens": np.concatenate(self.tokens),
-                "returns": np.concatenate(self.returns)}
+        out = {"features_cur": np.concatenate(self.features_cur), "features_prev": np.concatenate(self.features_prev),
+               "text": np.concatenate(self.text), "tokens": np.concatenate(self.tokens),
+               "returns": np.concatenate(self.returns)}
+        if all(a is not None for a in self.acting_logits):
+            out["acting_logits"] = np.concatenate(self.acting_logits)
+        return out
 
     def clear(self, version: str | None = None) -> None:
         self.features_cur, self.features_prev, self.text, self.tokens, self.returns = [], [], [], [], []
+        self.acting_logits = []
         self.episodes = 0
         if version is not None:
             self.version = version

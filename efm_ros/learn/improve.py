@@ -316,14 +316,37 @@ class ReinforceLearner:
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
         self.rng = np.random.default_rng(config.seed)
         self.lr = config.lr
+        self.defer_metrics = False
+        """True: the post-update KL waits for :meth:`final_metrics` (the Improver calls it once the
+        new version is published)"""
+        self._pending = None
 
     def _set_lr(self, lr: float) -> None:
         self.lr = float(np.clip(lr, self.config.lr / 100, self.config.lr * 100))
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
 
+    def acting_logits(self, features_cur, features_prev, text) -> np.ndarray:
+        """π of the current (acting) policy on one episode's transitions: computed as episodes
+        arrive, so the update does not spend its time on it (``data["acting_logits"]``)."""
+        t = {"features_cur": torch.from_numpy(np.ascontiguousarray(features_cur)),
+             "features_prev": torch.from_numpy(np.ascontiguousarray(features_prev)),
+             "text": torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32)), "tokens": np.empty(len(text))}
+        return self._logits_of_all(t).numpy()
+
+    def final_metrics(self) -> dict:
+        """With ``defer_metrics``: the KL the last update moved π by on its buffer's states, computed
+        now (after the new version is out: a statistic, not on the fleet's critical path)."""
+        if self._pending is None:
+            return {}
+        acting, t = self._pending
+        self._pending = None
+        kl = action_kl(acting, self._logits_of_all(t))
+        return {"kl_update_mean": float(kl.mean()), "kl_update_max": float(kl.max())}
+
     def update(self, data: dict[str, np.ndarray]) -> dict:
-        """data: features_cur, features_prev, text, tokens, returns (what OnPolicyBuffer.arrays gives)."""
+        """data: features_cur, features_prev, text, tokens, returns (what OnPolicyBuffer.arrays
+        gives), optionally acting_logits (π of the version that acted; else computed here)."""
         cfg = self.config
         n = len(data["tokens"])
         batches = minibatch_indices(n, cfg.updates, cfg.batch_size, self.rng)  # same on every rank (same seed)
@@ -371,7 +394,8 @@ class ReinforceLearner:
     def _update(self, t: dict, batches: list, data: dict) -> dict:
         cfg = self.config
         n = len(data["tokens"])
-        acting = self._logits_of_all(t)   # π of the version that acted, before this update
+        # π of the version that acted, before this update
+        acting = t.pop("acting_logits").float() if "acting_logits" in t else self._logits_of_all(t)
         losses, entropies, norms = [], [], []
         lr, steps, kl_now = self.lr, 0, 0.0
         target, extra = cfg.target_kl, {}
@@ -407,11 +431,12 @@ class ReinforceLearner:
         if target > 0:
             self._set_lr(adapt_lr(lr, kl_now, steps, cfg.updates, target))
         raw = np.asarray(data["returns"], np.float64)
-        kl = action_kl(acting, self._logits_of_all(t))  # how far the update moved π on the buffer's states
+        self._pending = (acting, t)                      # how far the update moved π on the buffer's states
+        moved = {} if self.defer_metrics else self.final_metrics()
         if not losses:                                   # no step taken
             losses = entropies = norms = [float("nan")]
-        return {**extra, "loss": float(np.mean(losses)), "train_entropy": float(np.mean(entropies)),
-                "kl_update_mean": float(kl.mean()), "kl_update_max": float(kl.max()), "lr": lr, "steps": steps,
+        return {**extra, **moved, "loss": float(np.mean(losses)), "train_entropy": float(np.mean(entropies)),
+                "lr": lr, "steps": steps,
                 "grad_norm": float(np.mean(norms)), "grad_norm_max": float(np.max(norms)), "transitions": n,
                 "return_mean": float(raw.mean()), "return_std": float(raw.std())}
 
@@ -452,6 +477,7 @@ class Improver:
         self.features = OnnxFeatureExtractor(self.policy, threads=self.config.feature_threads)
         self.version = self.policy_manifest["model_version"]
         self.learner = ReinforceLearner(self.policy, self.config, rank=self.rank, world=self.world)
+        self.learner.defer_metrics = True    # published first, then measured (Improver.publish)
         self.buffer = OnPolicyBuffer(version=self.version)
         self.version_dirs = {self.version: str(self.policy_dir.resolve())}
         self.gt_topic = ground_truth_topic
@@ -501,8 +527,9 @@ class Improver:
         feats = self.features(frames)
         emb = self.instructions.lookup([ep.instruction])[0]
         T = ep.num_steps
-        self.buffer.add_episode(feats[:T], previous_frames(feats[:T]),
-                                np.repeat(emb[None], T, 0), ep.tokens.astype(np.int64), returns)
+        cur, prev_feats, text = feats[:T], previous_frames(feats[:T]), np.repeat(emb[None], T, 0)
+        self.buffer.add_episode(cur, prev_feats, text, ep.tokens.astype(np.int64), returns,
+                                acting_logits=self.learner.acting_logits(cur, prev_feats, text))
         self.counts["episodes_used"] += 1
         audit_d = self.audit.steps_to_go(frames, prev, ep.instruction)[0] if self.audit is not None else None
         self._episode_stats.append(self._episode_metrics(ep, np.asarray(d), rewards, returns, audit_d))
@@ -585,8 +612,10 @@ class Improver:
         self.buffer.clear()
         return {**stats, "update_s": round(time.perf_counter() - t0, 3)}
 
-    def publish(self, train_stats: dict) -> dict:
-        """Export the updated policy as the next version; record the iteration's metrics."""
+    def publish(self, train_stats: dict, on_exported=None) -> dict:
+        """Export the updated policy as the next version; record the iteration's metrics.
+        ``on_exported(new_version)`` is called as soon as the version is in place, before the
+        metrics and plots are written (the fleet resumes then: they are not on its critical path)."""
         self.iteration += 1
         stats = self._episode_stats
         self._episode_stats = []
@@ -611,6 +640,9 @@ class Improver:
                          reward_from=self.reward_dir,   # the frozen graph, copied: not re-exported
                          policy_template=self._policy_template)   # the policy graph: its weights refreshed
             row["export_s"] = round(time.perf_counter() - t0, 3)
+            if on_exported is not None:
+                on_exported(new_version)
+            row.update(self.learner.final_metrics())
             self.version_dirs[new_version] = f"versions/v{self.iteration:04d}"
             self.history.append({**row, "version": self.version, "directory": self.version_dirs[self.version]})
             self._write_metrics()
@@ -811,22 +843,27 @@ class _FleetLoop:
                        "not_settled": waited, "unresponsive": unresponsive, "transitions": len(self.imp.buffer)}
         self._t_settled = time.monotonic()
 
-    def resume_and_swap(self, row: dict) -> None:
-        t_update_end = time.monotonic()
+    def resume(self, version: str) -> None:
+        """The new version is in place: PRACTISE on it (every robot starts once its policy acts with it)."""
+        self._t_update_end = time.monotonic()
         with self.ros.fleet() as c:
-            cmd = c.resume(self.imp.version, t_update_end)
-        self.ros.command(*cmd)
+            self._resume_cmd = c.resume(version, self._t_update_end)
+        self.ros.command(*self._resume_cmd)
+
+    def await_swap(self, row: dict) -> None:
+        t_update_end, cmd = self._t_update_end, self._resume_cmd
         switch_s, waited = self._wait(lambda c, t: c.swapped(self.imp.version, t), "swap")
+        switch_s = time.monotonic() - t_update_end      # from the version in place, the metrics written meanwhile
         with self.ros.fleet() as c:
             now = time.monotonic()
             c.practising(now)                   # the pause ends when every robot acts with the new version
             unresponsive = sorted(set(self._entry.get("unresponsive", [])) | set(c.unresponsive(now)))
-            paused_total = c.paused_s
+            paused_total, paused_share = c.paused_s, c.paused_share(now)
         entry = {**self._entry, "version": self.imp.version, "update_s": round(t_update_end - self._t_settled, 3),
                  "update_train_s": row.get("update_s"), "export_s": row.get("export_s"),
                  "switch_s": round(switch_s, 3), "not_swapped": waited,
                  "unresponsive": unresponsive, "paused_total_s": round(paused_total, 3),
-                 "paused_share": round(paused_total / max(now - self.t0, 1e-9), 4), "counts": dict(self.imp.counts)}
+                 "paused_share": round(paused_share, 4), "counts": dict(self.imp.counts)}
         self.log.append(entry)
         (self.imp.out / "fleet.json").write_text(json.dumps(self.log, indent=1))
         warn = f"unresponsive: {', '.join(unresponsive)}" if unresponsive else ""
@@ -900,9 +937,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if fleet is not None:
                 fleet.pause_and_settle()          # the in-flight episodes end and are read: none is discarded
-            row = imp.publish(imp.update())
+            row = imp.publish(imp.update(), on_exported=fleet.resume if fleet is not None else None)
             if fleet is not None:
-                fleet.resume_and_swap(row)
+                fleet.await_swap(row)
             if rank0:
                 bar.write(f"iteration {row['iteration']}: " + ", ".join(
                     f"{k}={row[k]:.3g}" for k in ("detector_success_rate", "gt_success_rate", "episode_length",

@@ -25,7 +25,7 @@ def test_the_fleet_settles_only_when_every_robot_paused_and_its_last_bag_is_read
     c.on_status("/robot_1", 3, True, "v2", "e1", now=4.3)
     assert c.swapped("v2", 4.3) == (True, [])
     c.practising(4.3)          # the pause lasts until every robot acts with the new version
-    assert c.paused_s == pytest.approx(3.3)
+    assert c.paused_s == pytest.approx(3.3) and c.paused_share(4.3) == pytest.approx(3.3 / 4.3)   # since robots answered
     assert c.pause(now=10.0)[1] == PAUSE_NOW and c.pauses == 2   # the default: in-flight episodes end now
 
 

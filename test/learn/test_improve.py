@@ -347,3 +347,30 @@ def test_every_learner_option_is_a_command_line_flag_of_its_own_type():
     assert (cfg.train_layers, cfg.target_kl, cfg.batch_size, cfg.step_by_agreement) == ("tilt", 0.03, 512, True)
     assert config_from_args(build_parser().parse_args(base + ["--no-step-by-agreement"])).step_by_agreement is False
     assert config_from_args(build_parser().parse_args(base)) == ImproveConfig()
+
+
+def test_acting_logits_computed_as_episodes_arrive_give_the_same_update(sim_model_dir):
+    """The Improver computes π of the acting version per episode as it arrives (off the fleet's
+    critical path) and measures the update's KL after publishing: the update is the same as when
+    the learner computes both itself."""
+    from efm_ros.learn.improve import ReinforceLearner
+
+    data = _random_buffer(load_model_checkpoints(sim_model_dir)[0], 96, return_scale=5.0)
+    results = []
+    for precompute in (False, True):
+        torch.manual_seed(0)
+        policy, _ = load_model_checkpoints(sim_model_dir)
+        learner = ReinforceLearner(policy, ImproveConfig(updates=4, batch_size=16, lr=3e-3))
+        batch = dict(data)
+        if precompute:
+            learner.defer_metrics = True
+            halves = [slice(0, 40), slice(40, 96)]       # two "episodes"
+            batch["acting_logits"] = np.concatenate([learner.acting_logits(data["features_cur"][h], data["features_prev"][h],
+                                                                           data["text"][h]) for h in halves])
+        stats = learner.update(batch)
+        assert ("kl_update_mean" in stats) is not precompute
+        stats.update(learner.final_metrics())
+        results.append((stats, [p.detach().clone() for p in policy.parameters()]))
+    (a, pa), (b, pb) = results
+    assert a["kl_update_mean"] == pytest.approx(b["kl_update_mean"], rel=1e-4) and a["kl_update_mean"] > 0
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(pa, pb))
