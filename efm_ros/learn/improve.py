@@ -614,8 +614,9 @@ class Improver:
 
     def publish(self, train_stats: dict, on_exported=None) -> dict:
         """Export the updated policy as the next version; record the iteration's metrics.
-        ``on_exported(new_version)`` is called as soon as the version is in place, before the
-        metrics and plots are written (the fleet resumes then: they are not on its critical path)."""
+        ``on_exported(new_version, row)`` is called as soon as the version is in place, before the
+        metrics and plots are written (the fleet resumes and swaps then: on 2 cores the plotting
+        would slow the policy nodes' loads)."""
         self.iteration += 1
         stats = self._episode_stats
         self._episode_stats = []
@@ -641,7 +642,7 @@ class Improver:
                          policy_template=self._policy_template)   # the policy graph: its weights refreshed
             row["export_s"] = round(time.perf_counter() - t0, 3)
             if on_exported is not None:
-                on_exported(new_version)
+                on_exported(new_version, row)
             row.update(self.learner.final_metrics())
             self.version_dirs[new_version] = f"versions/v{self.iteration:04d}"
             self.history.append({**row, "version": self.version, "directory": self.version_dirs[self.version]})
@@ -812,10 +813,11 @@ class _FleetLoop:
         ros.command(*cmd)
         self._entry: dict = {}
 
-    def _wait(self, check, what: str) -> tuple[float, list[str]]:
+    def _wait(self, check, what: str, ingest: bool = True) -> tuple[float, list[str]]:
         start = time.monotonic()
         while True:
-            self.imp.ingest_dir(self.args.episodes_dir)
+            if ingest:
+                self.imp.ingest_dir(self.args.episodes_dir)
             now = time.monotonic()
             with self.ros.fleet() as c:
                 done, waiting = check(c, now)
@@ -843,23 +845,21 @@ class _FleetLoop:
                        "not_settled": waited, "unresponsive": unresponsive, "transitions": len(self.imp.buffer)}
         self._t_settled = time.monotonic()
 
-    def resume(self, version: str) -> None:
-        """The new version is in place: PRACTISE on it (every robot starts once its policy acts with it)."""
-        self._t_update_end = time.monotonic()
+    def resume_and_swap(self, version: str, row: dict) -> None:
+        """The new version is in place: PRACTISE on it (every robot starts once its policy acts
+        with it), and wait until every robot does (Improver.publish's ``on_exported``)."""
+        t_update_end = time.monotonic()
         with self.ros.fleet() as c:
-            self._resume_cmd = c.resume(version, self._t_update_end)
-        self.ros.command(*self._resume_cmd)
-
-    def await_swap(self, row: dict) -> None:
-        t_update_end, cmd = self._t_update_end, self._resume_cmd
-        switch_s, waited = self._wait(lambda c, t: c.swapped(self.imp.version, t), "swap")
-        switch_s = time.monotonic() - t_update_end      # from the version in place, the metrics written meanwhile
+            cmd = c.resume(version, t_update_end)
+        self.ros.command(*cmd)
+        # not reading bags meanwhile: the trainer takes the new version's episodes once publish returns
+        switch_s, waited = self._wait(lambda c, t: c.swapped(version, t), "swap", ingest=False)
         with self.ros.fleet() as c:
             now = time.monotonic()
             c.practising(now)                   # the pause ends when every robot acts with the new version
             unresponsive = sorted(set(self._entry.get("unresponsive", [])) | set(c.unresponsive(now)))
             paused_total, paused_share = c.paused_s, c.paused_share(now)
-        entry = {**self._entry, "version": self.imp.version, "update_s": round(t_update_end - self._t_settled, 3),
+        entry = {**self._entry, "version": version, "update_s": round(t_update_end - self._t_settled, 3),
                  "update_train_s": row.get("update_s"), "export_s": row.get("export_s"),
                  "switch_s": round(switch_s, 3), "not_swapped": waited,
                  "unresponsive": unresponsive, "paused_total_s": round(paused_total, 3),
@@ -937,9 +937,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if fleet is not None:
                 fleet.pause_and_settle()          # the in-flight episodes end and are read: none is discarded
-            row = imp.publish(imp.update(), on_exported=fleet.resume if fleet is not None else None)
-            if fleet is not None:
-                fleet.await_swap(row)
+            row = imp.publish(imp.update(), on_exported=fleet.resume_and_swap if fleet is not None else None)
             if rank0:
                 bar.write(f"iteration {row['iteration']}: " + ", ".join(
                     f"{k}={row[k]:.3g}" for k in ("detector_success_rate", "gt_success_rate", "episode_length",
