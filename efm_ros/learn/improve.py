@@ -867,10 +867,10 @@ class _FleetLoop:
         self.log.append(entry)
         (self.imp.out / "fleet.json").write_text(json.dumps(self.log, indent=1))
         warn = f"unresponsive: {', '.join(unresponsive)}" if unresponsive else ""
-        self.ros.fleet_status(f"PRACTISE {cmd[0]} {self.imp.version}", warn=warn,
+        self.ros.fleet_status(f"PRACTISE {cmd[0]} {version}", warn=warn,
                               values={k: v for k, v in entry.items() if not isinstance(v, list)})
         print(f"fleet: iteration {entry['iteration']}: paused {entry['settle_s']:.1f} s to settle, switched to "
-              f"{self.imp.version} in {switch_s:.2f} s" + (f"; unresponsive {unresponsive}" if unresponsive else ""),
+              f"{version} in {switch_s:.2f} s" + (f"; unresponsive {unresponsive}" if unresponsive else ""),
               flush=True)
 
 
