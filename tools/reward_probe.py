@@ -13,7 +13,9 @@ docs/results.md), it prints:
 * per-step reward sign agreement with the oracle (steps where the oracle moved);
 * the detector's episode precision (it fired and the goal was reached at some frame) and recall;
 * the mean |r_t| over all steps, the final reward r_{T-1} of episodes the detector ended (true
-  firings vs false ones), and the share of false firings whose final reward is the episode's largest.
+  firings vs false ones), and the share of false firings whose final reward is the episode's largest;
+* then, on as many episodes ended by ground truth: the detector's precision and recall for other
+  (s, k), and whether any reaches the issue's 0.9 / 0.8 (:func:`detector_frontier`).
 """
 from __future__ import annotations
 
@@ -81,7 +83,51 @@ def main(argv: list[str]) -> int:
         print(f"{name:14s} {pearsonr(R, RO)[0]:11.3f} {spearmanr(R, RO)[0]:12.3f} {agree:14.2f} {np.abs(r).mean():10.2f} "
               f"{np.mean(final_true) if final_true else float('nan'):14.2f} / {np.mean(final_false) if final_false else float('nan'):6.2f}"
               f"{np.mean(largest) if largest else float('nan'):30.2f} (of {len(largest)})")
+    detector_frontier(model, kwargs, n, seed)
     return 0
+
+
+def _full_length_rollout(args):
+    """One episode of T_max steps: a detector that never fires (threshold below any d) ends nothing."""
+    from efm_ros.learn.actors import rollout
+    from efm_ros.learn.oracle import OracleStepsToGo
+    from efm_ros.learn.practice import _CACHE, _model
+
+    model_dir, seed = args
+    never = OracleStepsToGo(_CACHE["robot"], "approach")
+    never.success_threshold = -1.0
+    return rollout(_CACHE["robot"], _model(model_dir), _model(model_dir), seed=seed, episode_id=f"full_{seed}",
+                   max_steps=T_MAX, oracle=never, stop_on_oracle=True)
+
+
+def detector_frontier(model: Path, kwargs: dict, n: int, seed: int) -> None:
+    """Could another (s, k) make the learned detector work on the policy's own rollouts? Episodes
+    run T_max steps (nothing ends them), with the learned d and ground truth on every frame; a
+    detector (s, k) fires at the first frame where d <= s held for k frames. A firing is right
+    when the goal is reached at that frame; episode precision = right firings / firings, recall =
+    right firings / episodes that reach the goal at some frame."""
+    from efm_ros.learn.objectives import consecutive_success
+
+    tasks = [(str(model), 8_000_000 + seed * 10_000 + i) for i in range(n)]
+    with mp.get_context("spawn").Pool(2, initializer=_worker_init, initargs=(DEFAULT_ROBOT, kwargs)) as pool:
+        eps = list(tqdm(pool.imap(_full_length_rollout, tasks), total=n, desc="rollouts of T_max steps", unit="ep"))
+    ds = [np.asarray(e.steps_to_go.expected_steps, np.float64) for e in eps]
+    gts = [np.array([bool(getattr(v, "data", v)) for _, v in e.extras["eval/success"]]) for e in eps]
+    reach = sum(bool(g.any()) for g in gts)
+    print(f"\ndetector frontier: {len(eps)} episodes of {T_MAX} steps, {reach} reach the goal at some frame")
+    rows = []
+    for s_ in np.quantile(np.concatenate(ds), [0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12]):
+        for k in (1, 2, 3, 4, 6):
+            fired = [np.flatnonzero(consecutive_success(d, s_, k)) for d in ds]
+            first = [int(f[0]) if len(f) else None for f in fired]
+            right = sum(f is not None and bool(g[f]) for f, g in zip(first, gts))
+            n_fired = sum(f is not None for f in first)
+            rows.append((right / max(n_fired, 1), right / max(reach, 1), float(s_), k, n_fired))
+    print(f"{'s':>7s} {'k':>3s} {'fired':>6s} {'precision':>10s} {'recall':>7s}")
+    for prec, rec, s_, k, nf in sorted(rows, key=lambda r: (-r[0], -r[1]))[:12]:
+        print(f"{s_:7.2f} {k:3d} {nf:6d} {prec:10.2f} {rec:7.2f}")
+    ok = [r for r in rows if r[0] >= 0.9 and r[1] >= 0.8]
+    print("a (s, k) with precision >= 0.9 and recall >= 0.8: " + (f"{ok[0][2]:.2f}, {ok[0][3]}" if ok else "none"))
 
 
 if __name__ == "__main__":
