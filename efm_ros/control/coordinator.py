@@ -74,7 +74,7 @@ class FleetCoordinator:
         self._paused_at = now
         return self.seq, self.command, self.version
 
-    def resume(self, version: str, now: float) -> tuple[int, int, str]:
+    def resume(self, version: str) -> tuple[int, int, str]:
         """-> (seq, PRACTISE, version): practise again, on ``version``."""
         self.seq += 1
         self.command, self.version = PRACTISE, version

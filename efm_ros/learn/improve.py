@@ -766,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "truncated episode, learned from like a timeout: the fleet stops within a tick); 'drain' "
                         "lets each end by the episode rules (up to T_max of robot time waiting)")
     p.add_argument("--pause-timeout-s", type=float, default=30.0,
-                   help="longest wait for the fleet to pause (in-flight episodes end by T_max) or to swap")
+                   help="longest wait for the fleet to pause (with --pause drain, in-flight episodes end by T_max) or to swap")
     for f in dataclasses.fields(ImproveConfig):
         if isinstance(f.default, bool):     # --step-by-agreement / --no-step-by-agreement
             p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
@@ -809,7 +809,7 @@ class _FleetLoop:
         self.log: list[dict] = []
         self.t0 = time.monotonic()
         with ros.fleet() as c:
-            cmd = c.resume(imp.version, time.monotonic())
+            cmd = c.resume(imp.version)
         ros.command(*cmd)
         self._entry: dict = {}
 
@@ -850,7 +850,7 @@ class _FleetLoop:
         with it), and wait until every robot does (Improver.publish's ``on_exported``)."""
         t_update_end = time.monotonic()
         with self.ros.fleet() as c:
-            cmd = c.resume(version, t_update_end)
+            cmd = c.resume(version)
         self.ros.command(*cmd)
         # not reading bags meanwhile: the trainer takes the new version's episodes once publish returns
         switch_s, waited = self._wait(lambda c, t: c.swapped(version, t), "swap", ingest=False)

@@ -6,7 +6,7 @@ from efm_ros.control.coordinator import PAUSE, PAUSE_NOW, PRACTISE, FleetCoordin
 
 def test_the_fleet_settles_only_when_every_robot_paused_and_its_last_bag_is_read():
     c = FleetCoordinator(status_timeout_s=3.0)
-    assert c.resume("v1", now=0.0) == (1, PRACTISE, "v1")                  # the trainer's first command
+    assert c.resume("v1") == (1, PRACTISE, "v1")                  # the trainer's first command
     c.on_status("/robot_0", 1, False, "v1", "", now=0.0)
     c.on_status("/robot_1", 1, False, "v1", "", now=0.0)
     seq, command, _ = c.pause(now=1.0, end_running=False)
@@ -18,7 +18,7 @@ def test_the_fleet_settles_only_when_every_robot_paused_and_its_last_bag_is_read
     c.on_status("/robot_1", 2, True, "v1", "e1", now=2.0)
     assert c.settled(2.0, {"e0"}) == (False, ["/robot_1"])                 # e1's bag not read yet
     assert c.settled(2.1, {"e0", "e1"}) == (True, [])
-    seq, command, version = c.resume("v2", now=4.0)
+    seq, command, version = c.resume("v2")
     assert (seq, command, version) == (3, PRACTISE, "v2") and c.pauses == 1
     assert c.swapped("v2", 4.0) == (False, ["/robot_0", "/robot_1"])
     c.on_status("/robot_0", 3, True, "v2", "e0", now=4.2)

@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +49,15 @@ def _new_version(src: Path, watch_dir: Path, version: str, corrupt: bool = False
         (tmp / "policy.onnx").write_bytes(bytes(data))
     tmp.rename(watch_dir / version)
     return watch_dir / version
+
+
+def _policy_status(diags: list, ns: str) -> dict:
+    """The newest /diagnostics key/values of the policy node in ``ns`` ({} before its first)."""
+    for arr in reversed(diags):
+        for st in arr.status:
+            if st.name == f"{ns}/policy: policy":
+                return {kv.key: kv.value for kv in st.values}
+    return {}
 
 
 @pytest.fixture
@@ -353,11 +361,7 @@ def test_a_policy_with_trusted_keys_runs_only_signed_versions_from_its_root(rclp
     ex.add_node(node)
 
     def diag():
-        for arr in reversed(diags):
-            for st in arr.status:
-                if st.name == "/robot_12/policy: policy":
-                    return {kv.key: kv.value for kv in st.values}
-        return {}
+        return _policy_status(diags, "/robot_12")
     try:
         assert spin_until(ex, lambda: diag().get("model_version") == "v0001", 40), (proc.poll(), diag())
         assert diag()["signature_check"] == "1 trusted keys"
@@ -376,6 +380,46 @@ def test_a_policy_with_trusted_keys_runs_only_signed_versions_from_its_root(rclp
         result = future.result().results[0]
         assert not result.successful and "outside the trusted model root" in result.reason
         assert diag().get("model_version") == "v0003" and proc.poll() is None
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        _stop(proc, log)
+
+
+def test_a_fleet_command_naming_a_new_version_makes_the_policy_look_for_it_at_once(rclpy_context, python_env,
+                                                                                    sim_model_dir, tmp_path):
+    """The coordinator waits for every robot's swap after each update: a PRACTISE naming a version
+    the node does not act with rescans watch_dir now, not at the next watch_period_s (here 600 s)."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+
+    from efm_ros.msg import FleetCommand
+
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    log = tmp_path / "policy_fleet.log"
+    proc = _start_policy(python_env, log, "/robot_13", f"model_dir:={sim_model_dir}", f"watch_dir:={watch}",
+                         "watch_period_s:=600.0", "fleet_command_topic:=/test_fleet/command")
+    node = rclpy.create_node("fleet_tester", context=rclpy_context)
+    diags = []
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 50)
+    latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+    command = node.create_publisher(FleetCommand, "/test_fleet/command", latched)
+    ex = SingleThreadedExecutor(context=rclpy_context)
+    ex.add_node(node)
+
+    def version():
+        return _policy_status(diags, "/robot_13").get("model_version")
+    try:
+        assert spin_until(ex, lambda: version() is not None, 40), proc.poll()
+        first = version()
+        _new_version(sim_model_dir, watch, "v0002")
+        spin_until(ex, lambda: False, 2.5)
+        assert version() == first                                          # no scan for 600 s
+        command.publish(FleetCommand(seq=2, command=FleetCommand.PRACTISE, version="v0002"))
+        assert spin_until(ex, lambda: version() == "v0002", 10), version()
     finally:
         ex.shutdown()
         node.destroy_node()
