@@ -110,3 +110,50 @@ def twist_stamped(node, frame_id: str, linear=(0.0, 0.0, 0.0), angular=(0.0, 0.0
     t.linear.x, t.linear.y, t.linear.z = (float(v) for v in linear)
     t.angular.x, t.angular.y, t.angular.z = (float(v) for v in angular)
     return msg
+
+
+class ResetCall:
+    """The robot's ``reset`` (std_srvs/Trigger) called with a deadline, polled from a timer: the
+    steps_to_go node (after every episode) and the teleop node (before a recorded one) share it.
+    A node never blocks on a robot that does not answer."""
+
+    def __init__(self, node, timeout_s: float, service: str = "reset"):
+        from std_srvs.srv import Trigger
+
+        self._trigger = Trigger
+        self.client = node.create_client(Trigger, service)
+        self.timeout_s = float(timeout_s)
+        self._future = None
+        self._deadline = 0.0
+
+    @property
+    def pending(self) -> bool:
+        return self._future is not None
+
+    def ready(self) -> bool:
+        return self.client.service_is_ready()
+
+    def call(self) -> None:
+        import time
+
+        self._future = self.client.call_async(self._trigger.Request())
+        self._deadline = time.monotonic() + self.timeout_s
+
+    def poll(self) -> tuple[bool, str] | None:
+        """None while no call is pending or its answer is still awaited; else (succeeded, why not)."""
+        import time
+
+        fut = self._future
+        if fut is None:
+            return None
+        if fut.done():
+            self._future = None
+            res = fut.result()
+            if res is not None and res.success:
+                return True, ""
+            return False, f"the robot refused the reset: {res.message if res else 'no response'}"
+        if time.monotonic() > self._deadline:
+            self.client.remove_pending_request(fut)
+            self._future = None
+            return False, f"no answer within {self.timeout_s:g} s"
+        return None

@@ -46,14 +46,13 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos
 from rclpy.time import Time
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
-from std_srvs.srv import Trigger
 
 from efm_ros.control.coordinator import PAUSE_REASON, RobotGate
 from efm_ros.control.episode import INPUT_LOST, EpisodeConfig, EpisodeEventRecord, EpisodeTracker, Event, Phase
 from efm_ros.diagnostics import RollingStats
 from efm_ros.model.runtime import load_model
 from efm_ros.msg import EpisodeEvent, FleetCommand, FleetStatus, PolicyAction, StepsToGo
-from efm_ros.nodes.common import declare, diagnostic_array, recorder_subscribed, spin_node
+from efm_ros.nodes.common import ResetCall, declare, diagnostic_array, recorder_subscribed, spin_node
 from efm_ros.data.interfaces import MAX_TEXT_CHARS, valid_stamp
 from efm_ros.nodes.images import ImageFormatError, image_to_rgb
 from efm_ros.model.bins import T_MAX
@@ -101,8 +100,6 @@ class StepsToGoNode(Node):
         self._instruction = ""
         self._prev_frame: np.ndarray | None = None
         self._accept_after = Time(clock_type=self.get_clock().clock_type)  # frames older than the last reset are stale
-        self._reset_future = None
-        self._reset_deadline = 0.0
         self._next_reset_at = float("inf")  # no retry planned
         self._last_fault = ""
         self._last_frame_t = time.monotonic()     # arrival of the newest usable frame (input watchdog)
@@ -132,7 +129,7 @@ class StepsToGoNode(Node):
             self.status_pub = self.create_publisher(FleetStatus, fleet_status, 10)
             self.create_subscription(FleetCommand, fleet_command, self._on_fleet_command, LATCHED)
             self.create_timer(1.0, self._publish_status)
-        self.reset_client = self.create_client(Trigger, "reset")
+        self.reset = ResetCall(self, self.reset_timeout)
         self.create_timer(0.05, self._poll_reset)
         self.create_timer(0.1, self._watch_inputs)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -334,33 +331,26 @@ class StepsToGoNode(Node):
 
     def _request_reset(self) -> None:
         self._accept_after = self.get_clock().now()
-        if not self.reset_client.service_is_ready():
+        if not self.reset.ready():
             self._reset_failed("reset service not available")
             return
-        self._reset_future = self.reset_client.call_async(Trigger.Request())
-        self._reset_deadline = time.monotonic() + self.reset_timeout
+        self.reset.call()
         self._next_reset_at = float("inf")
 
     def _poll_reset(self) -> None:
         waiting = self.tracker.phase in (Phase.RESETTING, Phase.FAULT)
-        if waiting and self._reset_future is None and time.monotonic() >= self._next_reset_at:
+        if waiting and not self.reset.pending and time.monotonic() >= self._next_reset_at:
             self._request_reset()  # a retry (the first request is made when the episode ends)
             return
-        fut = self._reset_future
-        if fut is None:
+        result = self.reset.poll()
+        if result is None:
             return
-        if fut.done():
-            self._reset_future = None
-            res = fut.result()
-            if res is not None and res.success:
-                self._accept_after = self.get_clock().now()
-                self._emit(self.tracker.reset_succeeded())
-            else:
-                self._reset_failed(f"robot refused: {res.message if res else 'no response'}")
-        elif time.monotonic() > self._reset_deadline:
-            self.reset_client.remove_pending_request(fut)
-            self._reset_future = None
-            self._reset_failed(f"no answer within {self.reset_timeout:g} s")
+        ok, why = result
+        if ok:
+            self._accept_after = self.get_clock().now()
+            self._emit(self.tracker.reset_succeeded())
+        else:
+            self._reset_failed(why)
 
     def _reset_failed(self, reason: str) -> None:
         self.stats.counts["reset_failures"] += 1

@@ -46,7 +46,7 @@ from efm_ros.control.teleop import OPERATOR_COMMANDS, EpisodeEnd, TeleopPhase, T
 from efm_ros.data.episode import TELEOP_SOURCE
 from efm_ros.data.interfaces import MAX_TEXT_CHARS, valid_stamp
 from efm_ros.msg import EpisodeEvent, PolicyAction
-from efm_ros.nodes.common import declare, diagnostic_array, recorder_subscribed, spin_node, twist_stamped
+from efm_ros.nodes.common import ResetCall, declare, diagnostic_array, recorder_subscribed, spin_node, twist_stamped
 from efm_ros.robots.commands import ActionAxes
 
 LATCHED = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE, durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -91,8 +91,6 @@ class TeleopNode(Node):
                                      self.robot, command_timeout_s=timeout, max_steps=max_steps)
         self._ids = itertools.count()
         self._instruction = ""
-        self._reset_future = None
-        self._reset_deadline = 0.0
         self._begin_after: Time | None = None     # frames stamped after the reset open the episode
         self._last_refusal = ""
 
@@ -109,7 +107,7 @@ class TeleopNode(Node):
         self.create_subscription(String, "record/command", self._on_command, 10)
         for name in OPERATOR_COMMANDS:
             self.create_service(Trigger, f"record/{name}", lambda req, res, name=name: self._on_service(name, res))
-        self.reset_client = self.create_client(Trigger, "reset")
+        self.reset = ResetCall(self, self.reset_timeout)
         self.create_timer(0.05, self._poll)
         self.create_timer(1.0, self._publish_diagnostics)
         self._publish_state()
@@ -158,11 +156,10 @@ class TeleopNode(Node):
                 return refusal
             self._begin_after = None
             if self.reset_on_start:
-                if not self.reset_client.service_is_ready():
+                if not self.reset.ready():
                     self.session.abort_start()
                     return "the robot's reset service is not available (reset_on_start:=false to reset by hand)"
-                self._reset_future = self.reset_client.call_async(Trigger.Request())
-                self._reset_deadline = time.monotonic() + self.reset_timeout
+                self.reset.call()
             else:
                 self._begin_after = self.get_clock().now()
             self._publish_state()
@@ -174,20 +171,14 @@ class TeleopNode(Node):
         return refusal or ""
 
     def _poll(self) -> None:
-        fut = self._reset_future
-        if fut is None:
+        result = self.reset.poll()
+        if result is None:
             return
-        if fut.done():
-            self._reset_future = None
-            res = fut.result()
-            if res is not None and res.success:
-                self._begin_after = self.get_clock().now()
-            else:
-                self._start_failed(f"the robot refused the reset: {res.message if res else 'no response'}")
-        elif time.monotonic() > self._reset_deadline:
-            self.reset_client.remove_pending_request(fut)
-            self._reset_future = None
-            self._start_failed(f"no reset within {self.reset_timeout:g} s")
+        ok, why = result
+        if ok:
+            self._begin_after = self.get_clock().now()
+        else:
+            self._start_failed(why)
 
     def _start_failed(self, why: str) -> None:
         self.session.abort_start()
