@@ -331,7 +331,7 @@ class ReinforceLearner:
         arrive, so the update does not spend its time on it (``data["acting_logits"]``)."""
         t = {"features_cur": torch.from_numpy(np.ascontiguousarray(features_cur)),
              "features_prev": torch.from_numpy(np.ascontiguousarray(features_prev)),
-             "text": torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32)), "tokens": np.empty(len(text))}
+             "text": torch.from_numpy(np.ascontiguousarray(text, dtype=np.float32))}
         return self._logits_of_all(t).numpy()
 
     def final_metrics(self) -> dict:
@@ -444,7 +444,7 @@ class ReinforceLearner:
     @torch.no_grad()
     def _logits_of_all(self, t: dict) -> torch.Tensor:
         return torch.cat([self.head(t["features_cur"][i].float(), t["features_prev"][i].float(), t["text"][i])
-                          for i in _chunks(slice(0, len(t["tokens"])), 1024)])
+                          for i in _chunks(slice(0, len(t["features_cur"])), 1024)])
 
 
 class Improver:

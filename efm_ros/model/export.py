@@ -218,7 +218,9 @@ class PolicyGraphTemplate:
 
     def write(self, model: EFM, path: str | Path) -> None:
         """Write ``policy.onnx`` of ``model`` (the template's network with any weights) to ``path``."""
+        import onnx_ir as ir
         from onnx import helper, numpy_helper
+        from onnxscript.optimizer import optimize_ir
 
         if model.config.to_dict() != self.config:
             raise ValueError("the model's network differs from the template's: export it with export_onnx")
@@ -231,9 +233,6 @@ class PolicyGraphTemplate:
                 raise ValueError(f"{k}: shape {tuple(arr.shape)} is not the template's {tuple(inits[i].dims)}")
             dtype = helper.tensor_dtype_to_np_dtype(inits[i].data_type)
             inits[i].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr, dtype=dtype), inits[i].name))
-        import onnx_ir as ir
-        from onnxscript.optimizer import optimize_ir
-
         model_ir = ir.serde.deserialize_model(self.proto)    # a copy: the template keeps its names
         optimize_ir(model_ir)                                 # what torch.onnx.export(optimize=True) runs
         Path(path).write_bytes(ir.serde.serialize_model(model_ir).SerializeToString())
@@ -339,13 +338,11 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         t0 = time.perf_counter()
-        roles = ("policy",) if reward_from else ("policy", "reward")
+        roles = ("policy",) if reward_from else ("policy", "reward")   # the graphs written here, parity-checked
         if policy_template is not None:
             policy_template.write(policy, tmp / GRAPH_FILES["policy"])
-            roles = tuple(r for r in roles if r != "policy")
-        specs = export_onnx(policy, tmp, reward_model=reward_model, roles=roles)
-        if policy_template is not None:
-            roles = ("policy", *roles)
+        traced = tuple(r for r in roles if not (r == "policy" and policy_template is not None))
+        specs = export_onnx(policy, tmp, reward_model=reward_model, roles=traced)
         if reward_from:
             parity = _copy_frozen_reward(Path(reward_from), tmp)
         export_s = time.perf_counter() - t0
