@@ -1,10 +1,10 @@
 #!/bin/bash
 # The coordinated fleet's pause and switch times at N robots (issue 12), one run:
-#     tools/fleet_switch.sh [ROBOTS] [LAYOUT]        # default 8 one (all nodes in one process)
+#     tools/fleet_switch.sh [ROBOTS] [LAYOUT]        # default 8 per-type (one process per node type)
 # The trainer makes 4 coordinated updates of N·B = 4·64 transitions; RUN/si/fleet.json is printed.
 set -u
 cd "$(dirname "$0")/.."
-robots=${1:-8}; layout=${2:-one}
+robots=${1:-8}; layout=${2:-per-type}
 out=runs/fleet_switch_${robots}_${layout}; rm -rf "$out"; mkdir -p "$out"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-77} FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA PYTHONUNBUFFERED=1
 .venv/bin/efm-ros improve --episodes-dir "$out/episodes" --policy models/efm_sft --reward-model models/efm_sft \

@@ -1,10 +1,15 @@
 """Is a sharper Stage-1 policy a better one? (docs/results.md, rung a)
 
     .venv/bin/python tools/temperature_probe.py MODEL_DIR TAU [TAU ...]    # models/efm_sft 0.5 0.7 0.85
+    .venv/bin/python tools/temperature_probe.py STAGE1_CACHE TAU [TAU ...] # the state rung's Stage 1, e.g.
+        runs/cache/stage1/table-state-edc85a682e45f49c 1 0.7 0.5 0            (τ 0: greedy; ~1 min per τ)
 
-For each τ: the policy's action logits divided by τ (the action head's weight and bias scaled),
-exported next to MODEL_DIR's unchanged reward graph into runs/probe/temperature_<τ>, and evaluated
-on the fixed comparison episodes (100 Block2Block episodes, sampled actions, ground truth).
+For each τ: the policy's action logits divided by τ (the action head's weight and bias scaled).
+An exported model: exported next to MODEL_DIR's unchanged reward graph into
+runs/probe/temperature_<τ>, and evaluated on the fixed comparison episodes (100 Block2Block
+episodes, sampled actions, ground truth). A state-rung Stage-1 checkpoint (policy.safetensors,
+from ``efm-ros experiment ladder --rung state --stage1-cache``): 300 episodes of the rung's
+evaluation (seed 55,000, the ladder's before/after episodes of seed 0), oracle termination.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     src, taus = Path(argv[0]), [float(x) for x in argv[1:]]
+    if (src / "policy.safetensors").exists():
+        return state_rung(src, taus)
     m = verify_manifest(src)
     for tau in taus:
         out = Path("runs/probe") / f"temperature_{tau}"
@@ -37,6 +44,25 @@ def main(argv: list[str]) -> int:
                      control_rate_hz=m["control_rate_hz"], data_hash=m.get("data_hash", ""), metrics={},
                      model_version=f"{m['model_version']}-tau{tau}", overwrite=True, reward_from=src)
         print(tau, json.dumps(success_on_fixed_episodes(out, 100, workers=2, families=["block2block"])), flush=True)
+    return 0
+
+
+def state_rung(cache: Path, taus: list[float], episodes: int = 300) -> int:
+    from efm_ros.learn.pointmass import rollouts, summarise
+    from efm_ros.learn.tablestate import table_task
+    from efm_ros.model.network import load_checkpoint
+
+    torch.set_num_threads(1)
+    task = table_task("approach")
+    reward = load_checkpoint(cache / "reward_model.safetensors")
+    for tau in taus:
+        policy = load_checkpoint(cache / "policy.safetensors")
+        if tau > 0:
+            with torch.no_grad():
+                policy.trunk.action_head.weight /= tau
+                policy.trunk.action_head.bias /= tau
+        s = summarise(rollouts(policy, reward, episodes, seed=55_000, task=task, greedy=tau == 0))
+        print(tau or "greedy", json.dumps(s), flush=True)
     return 0
 
 

@@ -1,9 +1,10 @@
 """``efm-ros bench graph``: camera→action and camera→reward latency of the live graph, as one table.
 
-    efm-ros bench graph --robots 1 4 8 --seconds 20 --processes per-node one --model models/efm_sft
+    efm-ros bench graph --robots 1 4 8 --seconds 20 --processes per-type per-node --executors events single
 
-For each layout × fleet size it starts ``efm-ros up`` (one process per node, or every node of
-every robot composed in one process) and, from a separate observer process, subscribes to every
+For each layout × executor × fleet size it starts ``efm-ros up`` (one process per node type
+serving every namespace, one process per node, or every node of every robot composed in one
+process; the node processes spin on rclpy's EventsExecutor or its SingleThreadedExecutor) and, from a separate observer process, subscribes to every
 robot's ``policy_action`` and ``steps_to_go``. Both carry the stamp of the camera frame they were
 computed from, so receive time − header stamp = camera→action / camera→reward latency (including
 the hop to the observer). Per row: start-up time (``up`` started → every robot's first action),
@@ -24,6 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from efm_ros.graph.runner import LAYOUTS
+from efm_ros.nodes.common import EXECUTORS
 
 
 def _observe(robots: int, seconds: float, warmup: float, startup_timeout: float, graph_pid: int) -> dict:
@@ -109,8 +113,9 @@ def floor_ms(model: str, seconds: float = 3.0) -> np.ndarray:
     return latency_ms(lambda: (m.act(frame, prev, text, rng), m.steps_to_go(frame, prev, text)), seconds)
 
 
-def run(robots: int, seconds: float, model: str, processes: str, warmup: float, startup_timeout: float = 60.0) -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+def run(robots: int, seconds: float, model: str, processes: str, warmup: float, startup_timeout: float = 60.0,
+        executor: str = "events") -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", EFM_ROS_EXECUTOR=executor)
     with tempfile.TemporaryDirectory() as tmp:
         graph = subprocess.Popen([sys.executable, "-m", "efm_ros.cli", "up", "--robots", str(robots), "--model", model,
                                   "--episodes-dir", str(Path(tmp) / "episodes"), "--processes", processes],
@@ -153,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=5.0, help="time after every robot's first action, not measured")
     p.add_argument("--startup-timeout", type=float, default=60.0, help="a row whose robots do not all act by then is reported as not started")
     p.add_argument("--model", default="models/efm_sft")
-    p.add_argument("--processes", choices=("one", "per-node"), nargs="+", default=["per-node", "one"],
-                   help="layouts to measure: one process per node, and/or all nodes composed in one")
+    p.add_argument("--processes", choices=LAYOUTS, nargs="+", default=["per-type", "per-node"],
+                   help="layouts to measure: one process per node type, one per node, all nodes composed in one")
+    p.add_argument("--executors", choices=EXECUTORS, nargs="+", default=["events"],
+                   help="the node processes' executor (EFM_ROS_EXECUTOR; the one layout always uses a "
+                        "MultiThreadedExecutor)")
     args = p.parse_args(argv)
     os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
     floor = floor_ms(args.model)
@@ -164,12 +172,13 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     lines = ["| layout | robots | start-up s | actions/s | camera→action p50 / p99 ms | camera→reward p50 / p99 ms "
              "| CPU (of the machine) | action p99 / floor p99 | stop s |", "|---|---|---|---|---|---|---|---|---|"]
+    names = {"per-type": "one process per node type", "per-node": "one process per node", "one": "one process"}
     for layout in args.processes:
-        for n in args.robots:
-            res = run(n, args.seconds, args.model, layout, args.warmup, args.startup_timeout)
-            lines.append(_row({"per-node": "one process per node", "one": "one process"}[layout], n, args.seconds, res,
-                              f99, args.startup_timeout))
-            print(lines[-1], flush=True)
+        for executor in args.executors if layout != "one" else ["multi-threaded"]:
+            for n in args.robots:
+                res = run(n, args.seconds, args.model, layout, args.warmup, args.startup_timeout, executor)
+                lines.append(_row(f"{names[layout]}, {executor}", n, args.seconds, res, f99, args.startup_timeout))
+                print(lines[-1], flush=True)
     print("\n" + "\n".join(lines))
     return 0
 

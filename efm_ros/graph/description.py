@@ -191,10 +191,15 @@ def sim_action_axes(robot: str | None) -> tuple[str, ...] | None:
     return default_axes(dims) if isinstance(dims, int) else None
 
 
+#: the executable that hosts several nodes in one process (scripts/host_node; the per-type layout)
+HOST_EXECUTABLE = "host_node"
+
+
 def node_executables() -> list[str]:
-    """Every node executable of the graph, in practice and in record mode (lib/efm_ros/<name>;
-    scripts/<name> in the source)."""
-    return sorted({s.executable for record in (False, True) for s in describe_graph(robots=1, sim=True, record=record)})
+    """Every node executable of the graph, in practice and in record mode, and the host of the
+    per-type layout (lib/efm_ros/<name>; scripts/<name> in the source)."""
+    return sorted({s.executable for record in (False, True) for s in describe_graph(robots=1, sim=True, record=record)}
+                  | {HOST_EXECUTABLE})
 
 
 # -- the graph's arguments: `ros2 launch efm_ros self_improve.launch.py NAME:=VALUE` and `efm-ros up --NAME VALUE`
@@ -221,7 +226,12 @@ _ARGUMENT_HELP = {
     "command_topic": "real arms: the arm's twist input, remapped onto the policy's (teleop's) cmd_vel "
                      "(e.g. servo_node/delta_twist_cmds)",
     "params_file": "parameters YAML (default: config/efm_ros.yaml of the package)",
+    "processes": "process layout: per-node (one process a node), per-type (one process per node type, serving "
+                 "every robot namespace: 8 robots are 5 processes, not 40) or one (every node in one process)",
 }
+
+#: process layouts (the ``processes`` argument): :meth:`LaunchPlan.groups`
+LAYOUTS = ("per-node", "per-type", "one")
 
 
 @dataclass(frozen=True)
@@ -259,7 +269,8 @@ def graph_arguments() -> list[GraphArgument]:
     kinds = {"int": int, "bool": bool, "str": str, "str | None": str}
     args = [GraphArgument(name, p.default, kinds[p.annotation], _ARGUMENT_HELP[name])
             for name, p in inspect.signature(describe_graph).parameters.items()]
-    return args + [GraphArgument("params_file", None, str, _ARGUMENT_HELP["params_file"])]
+    return args + [GraphArgument("params_file", None, str, _ARGUMENT_HELP["params_file"]),
+                   GraphArgument("processes", LAYOUTS[0], str, _ARGUMENT_HELP["processes"])]
 
 
 @dataclass(frozen=True)
@@ -269,6 +280,20 @@ class LaunchPlan:
     specs: list[NodeSpec]
     params_file: Path
     env: dict[str, str]
+    processes: str = LAYOUTS[0]
+    """the process layout, one of :data:`LAYOUTS`"""
+
+    def groups(self) -> list[list[NodeSpec]]:
+        """The nodes of each process: per-node, each alone (its own executable); per-type, the nodes
+        of one executable, every namespace's, together (one host_node each); one, all in one host_node."""
+        if self.processes == "per-node":
+            return [[s] for s in self.specs]
+        if self.processes == "one":
+            return [list(self.specs)]
+        by_type: dict[str, list[NodeSpec]] = {}
+        for s in self.specs:
+            by_type.setdefault(s.executable, []).append(s)
+        return list(by_type.values())
 
 
 def launch_plan(values: dict, environ=None) -> LaunchPlan:
@@ -279,9 +304,12 @@ def launch_plan(values: dict, environ=None) -> LaunchPlan:
         v = values.get(a.name, a.default)
         typed[a.name] = a.parse(v) if isinstance(v, str) else v
     params_file = Path(typed.pop("params_file") or default_params_file())
+    processes = typed.pop("processes")
+    if processes not in LAYOUTS:
+        raise ValueError(f"processes:={processes!r} is not one of {', '.join(LAYOUTS)}")
     for key in ("model", "reward_model"):
         typed[key] = typed[key] and str(package_path(typed[key]))
-    return LaunchPlan(describe_graph(**typed), params_file, large_image_transport(environ))
+    return LaunchPlan(describe_graph(**typed), params_file, large_image_transport(environ), processes)
 
 
 def package_path(path: str | Path) -> Path:

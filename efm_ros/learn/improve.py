@@ -97,6 +97,11 @@ class ImproveConfig:
     tilt_degree: int = 2
     """with ``train_layers: "tilt"``: the tilt's polynomial degree in the bin centre (2: shift and
     spread; higher degrees also change skew and shape)"""
+    tilt_temperature: bool = False
+    """with ``train_layers: "tilt"``: the tilt also learns each action dimension's inverse
+    temperature, a scale exp(ρ_d) of that dimension's logits (sharpen or flatten the policy
+    around its own preferences; the c² term can only sharpen around the middle bin). A
+    departure; docs/results.md, state rung"""
     returns: str = "paper"
     """how the Monte-Carlo returns enter the loss (:data:`RETURN_TRANSFORMS`): "paper" = R_t as is;
     a named departure (e.g. "standardise") must be justified by the ladder (docs/results.md)"""
@@ -247,9 +252,15 @@ class ActionTilt(nn.Module):
     distribution; the REINFORCE estimator is the paper's. Because the tilt is linear in [h, 1],
     :meth:`fold` adds it to the action head's weight and bias exactly and zeroes V, after every
     optimiser step: the policy stays a plain EFM (same export, same ONNX graph), and Adam's
-    moments keep their meaning (the gradient w.r.t. V is the same function of the state)."""
+    moments keep their meaning (the gradient w.r.t. V is the same function of the state).
 
-    def __init__(self, action_head: nn.Linear, action_shape: tuple[int, int], centers, degree: int = 2):
+    With ``temperature``, each dimension's logits are also scaled by exp(ρ_d) before the tilt is
+    added, logit_d ← exp(ρ_d) · logit_d + tilt_d: the direction in which a return sharpens the
+    policy around where it already points. ρ is state-independent, so it folds exactly too
+    (weight and bias of dimension d scaled by exp(ρ_d)); D more parameters."""
+
+    def __init__(self, action_head: nn.Linear, action_shape: tuple[int, int], centers, degree: int = 2,
+                 temperature: bool = False):
         super().__init__()
         dims, bins = action_shape
         if action_head.out_features != dims * bins:
@@ -262,6 +273,11 @@ class ActionTilt(nn.Module):
         self.register_buffer("phi", phi)
         self.head, self.dims, self.bins = action_head, dims, bins
         self.V = nn.Parameter(torch.zeros(dims, phi.shape[1], action_head.in_features + 1))
+        self.rho = nn.Parameter(torch.zeros(dims)) if temperature else None
+
+    def _scale(self) -> torch.Tensor:
+        """Per output of the action head: exp(ρ_d) repeated over dimension d's bins, (D·K,)."""
+        return self.rho.exp().repeat_interleave(self.bins)
 
     def delta(self) -> torch.Tensor:
         """The tilt as an addition to [weight | bias] of the action head: (D·K, H + 1)."""
@@ -269,6 +285,8 @@ class ActionTilt(nn.Module):
 
     def _hook(self, module, inputs, out):
         dw = self.delta()
+        if self.rho is not None:
+            out = out * self._scale()
         return out + inputs[0] @ dw[:, :-1].T + dw[:, -1]
 
     def attach(self):
@@ -278,6 +296,11 @@ class ActionTilt(nn.Module):
     @torch.no_grad()
     def fold(self) -> None:
         dw = self.delta()
+        if self.rho is not None:
+            scale = self._scale()
+            self.head.weight *= scale[:, None]
+            self.head.bias *= scale
+            self.rho.zero_()
         self.head.weight += dw[:, :-1]
         self.head.bias += dw[:, -1]
         self.V.zero_()
@@ -299,6 +322,8 @@ class ReinforceLearner:
         self.policy = policy
         if config.train_layers not in TRAIN_LAYERS:
             raise ValueError(f"train_layers must be one of {sorted(TRAIN_LAYERS)}, got {config.train_layers!r}")
+        if config.tilt_temperature and config.train_layers != "tilt":
+            raise ValueError("tilt_temperature needs train_layers: tilt")
         for name, p in policy.trunk.named_parameters():
             keep = TRAIN_LAYERS[config.train_layers] is None or name.startswith(TRAIN_LAYERS[config.train_layers])
             p.requires_grad_(keep and not name.startswith("stg_head."))
@@ -306,7 +331,8 @@ class ReinforceLearner:
         self.tilt = None
         if config.train_layers == "tilt":
             self.tilt = self.head.tilt = ActionTilt(policy.trunk.action_head, policy.trunk.action_shape,
-                                                    policy.config.action_spec.centers, config.tilt_degree)
+                                                    policy.config.action_spec.centers, config.tilt_degree,
+                                                    temperature=config.tilt_temperature)
         self.module = self.head
         if _dist():
             from torch.nn.parallel import DistributedDataParallel

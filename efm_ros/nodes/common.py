@@ -47,46 +47,120 @@ class StartupError(RuntimeError):
     it and exits with status 2, so a supervisor (launch ``respawn``, systemd, ``efm-ros up``) sees it."""
 
 
+#: the executor every node process spins (``EFM_ROS_EXECUTOR``): "events" (rclpy's EventsExecutor,
+#: the default: its queue and timers are C++, docs/results.md "graph latency") or "single" (rclpy's
+#: SingleThreadedExecutor, the wait-set executor of rclpy.spin)
+EXECUTORS = ("events", "single")
+
+
+def make_executor(kind: str | None = None, context=None, environ=None):
+    """An executor of ``kind``, by default ``EFM_ROS_EXECUTOR``'s (default "events")."""
+    import os
+
+    if kind is None:
+        kind = (os.environ if environ is None else environ).get("EFM_ROS_EXECUTOR", "events").strip().lower() or "events"
+    if kind not in EXECUTORS:
+        raise StartupError(f"EFM_ROS_EXECUTOR={kind!r}: expected one of {', '.join(EXECUTORS)}")
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor(context=context)
+    from rclpy.executors import SingleThreadedExecutor
+
+    return SingleThreadedExecutor(context=context)
+
+
+def executor_lanes(nodes, context=None) -> list[tuple[Any, list]]:
+    """(executor, its nodes): one shared executor (:func:`make_executor`) for every node that can
+    share it, and a wait-set executor of its own for each node class that sets ``EXECUTOR =
+    "single"``. Such a node cannot use rclpy's EventsExecutor (Kilted): it fails with "SystemError:
+    null argument to internal routine" on a subscription whose callback takes the MessageInfo,
+    which the logger needs (receive stamps, publisher sequence numbers). Its own executor, not a
+    shared wait-set one: the wait-set executor rebuilds its wait set over every entity it holds on
+    each wake, and 8 loggers sharing one spent 90 % of a core doing that (docs/results.md, graph
+    latency)."""
+    shared = [n for n in nodes if getattr(n, "EXECUTOR", None) != "single"]
+    lanes = [(make_executor(context=context), shared)] if shared else []
+    return lanes + [(make_executor("single", context=context), [n])
+                    for n in nodes if getattr(n, "EXECUTOR", None) == "single"]
+
+
 def spin_node(make_node: Callable[[], Any], argv: list[str] | None = None) -> int:
     """Standard main(): init, spin until Ctrl-C / SIGTERM, clean teardown.
 
-    argv: the node's arguments (``--ros-args ...``) without the program name; None = sys.argv.
+    argv: the node's arguments (``--ros-args ...``) without the program name; None = sys.argv."""
+    args = sys.argv if argv is None else [sys.argv[0], *argv]
+    return spin_nodes([make_node], args, name=make_node.__name__)
+
+
+def spin_nodes(makers: list[Callable[[], Any]], init_args: list[str], name: str) -> int:
+    """Init rclpy with ``init_args``, build every node, spin them (:func:`executor_lanes`; the first
+    lane in this thread, any others in their own) until Ctrl-C / SIGTERM, then close and destroy them in reverse order. One node: :func:`spin_node`;
+    several (each with its own ``cli_args``): one process per node type (efm_ros.graph.host).
 
     rclpy's own signal handler would shut the context down before ``close()`` runs (so a node
     could not, say, send its final zero velocity or commit its bag); instead SIGINT and SIGTERM
-    raise KeyboardInterrupt here and the context stays valid until the node has closed.
+    set a flag that the spin loop checks between callbacks (at least every 0.2 s), and the context
+    stays valid until the nodes have closed. No exception is raised inside a callback.
     """
     import signal
+    import threading
 
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from rclpy.signals import SignalHandlerOptions
 
-    def _interrupt(signum, frame):
-        raise KeyboardInterrupt
+    stop = threading.Event()
 
     # set SIGINT explicitly too: a process started from a background shell inherits SIGINT ignored,
     # and `ros2 launch` / `efm-ros up` stop nodes with SIGINT
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
-    args = sys.argv if argv is None else [sys.argv[0], *argv]
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = None
+        signal.signal(sig, lambda *_: stop.set())
+    rclpy.init(args=init_args, signal_handler_options=SignalHandlerOptions.NO)
+    nodes, lanes, threads = [], [], []
     rc = 0
+
+    def spin(executor) -> None:
+        # not spin(): the EventsExecutor waits in C++, where no signal handler runs
+        try:
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=0.2)
+        except ExternalShutdownException:
+            stop.set()
+
     try:
-        node = make_node()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        for make in makers:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            nodes.append(make())
+        lanes = executor_lanes(nodes)
+        for executor, members in lanes:
+            for node in members:
+                executor.add_node(node)
+        threads = [threading.Thread(target=spin, args=(ex,), name=f"{name}-spin-{i}", daemon=True)
+                   for i, (ex, _) in enumerate(lanes[1:], 1)]
+        for t in threads:
+            t.start()
+        spin(lanes[0][0])
+    except KeyboardInterrupt:
         pass
     except StartupError as exc:
-        print(f"[{make_node.__name__}] cannot start: {exc}", file=sys.stderr, flush=True)
+        print(f"[{name}] cannot start: {exc}", file=sys.stderr, flush=True)
         rc = 2
     finally:
-        if node is not None:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5.0)
+        for node in reversed(nodes):
             close = getattr(node, "close", None)
             if close is not None:
                 close()
+            for executor, members in lanes:
+                if node in members:
+                    executor.remove_node(node)
             node.destroy_node()
+        for executor, _ in lanes:
+            executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
     return rc
 

@@ -115,6 +115,10 @@ class _Sub:
 
 
 class LoggerNode(Node):
+    EXECUTOR = "single"
+    """spins on the wait-set executor: its raw subscriptions take the MessageInfo, which rclpy's
+    EventsExecutor does not deliver (efm_ros.nodes.common.executor_lanes)"""
+
     def __init__(self, **kwargs):
         super().__init__("logger", **kwargs)
         ns = self.get_namespace()

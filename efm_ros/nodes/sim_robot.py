@@ -27,7 +27,6 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
@@ -84,8 +83,21 @@ class SimRobotNode(Node):
             self.create_subscription(Float64, "gripper_cmd", self._on_gripper, 10)
         self.create_service(Trigger, "reset", self._on_reset)
         self._reset_episode()
-        self.create_timer(1.0 / self.rate_hz, self._tick)
+        # a camera free-runs with its own phase; robots simulated in one process (efm-ros up
+        # --processes per-type) would otherwise all tick at the same instant and queue their frames
+        # behind each other in every node downstream. The phase is drawn from the seed (reproducible).
+        phase = float(np.random.default_rng(self.seed).random()) / self.rate_hz
+        self._phase_timer = self.create_timer(max(phase, 1e-3), self._start_ticking)
         self.create_timer(1.0, self._publish_diagnostics)
+
+    def _start_ticking(self) -> None:
+        if self._phase_timer is None:   # a one-shot: an executor may still deliver a queued expiry
+            return
+        self._phase_timer.cancel()
+        self.destroy_timer(self._phase_timer)
+        self._phase_timer = None
+        self.create_timer(1.0 / self.rate_hz, self._tick)
+        self._tick()
 
     # -- commands -----------------------------------------------------------------------------
     def _accept(self, values, source: str) -> None:

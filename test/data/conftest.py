@@ -1,7 +1,6 @@
 """Synthetic episodes for the bag tests (no simulator needed) and a tiny-filesystem helper."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

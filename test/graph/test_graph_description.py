@@ -9,7 +9,10 @@ is exercised on a real ROS 2 install (README, "What is verified where").
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import signal
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -19,6 +22,7 @@ import yaml
 
 from efm_ros.graph.description import (NodeSpec, default_params_file, describe_graph, graph_arguments, launch_plan,
                                        node_executables)
+from efm_ros.graph.host import host_arguments
 from efm_ros.graph.runner import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,7 +145,16 @@ def test_launch_file_builds_exactly_the_described_nodes(monkeypatch):
         assert kw["parameters"] == [str(default_params_file()), spec_.overrides]
         assert kw["remappings"] == list(spec_.remappings)
         assert kw["respawn"] is True and kw["respawn_delay"] > 0
-    # the executables colcon installs are exactly the graph's nodes
+    # processes:=per-type: one host_node per executable, each node with exactly its own ROS arguments
+    hosted = opaque[0].function({"args": dict(args, processes="per-type")})
+    assert [n.kwargs["executable"] for n in hosted] == ["host_node"] * 5
+    assert [n.kwargs["arguments"] for n in hosted] == \
+        [host_arguments([s for s in expected if s.executable == exe], default_params_file())
+         for exe in dict.fromkeys(s.executable for s in expected)]
+    assert all(n.kwargs["respawn"] is True for n in hosted)
+    with pytest.raises(ValueError, match="processes"):
+        opaque[0].function({"args": dict(args, processes="per-robot")})
+    # the executables colcon installs are exactly the graph's nodes (and the host)
     assert sorted(p.name for p in (REPO / "scripts").iterdir() if p.name.endswith("_node")) == sorted(node_executables())
 
 
@@ -160,22 +173,45 @@ def test_launch_arguments_parse_like_the_runner_flags(tmp_path, monkeypatch):
         launch_plan({"robots": "two"}, {})
 
 
-def test_runner_composes_real_nodes_with_the_described_namespaces_and_parameters(rclpy_context, sim_model_dir):
-    from efm_ros.graph.runner import InProcessGraph
+@pytest.mark.parametrize("processes", ["per-type", "one"])
+def test_host_processes_run_real_nodes_with_the_described_namespaces_and_parameters(processes, rclpy_context,
+                                                                                  python_env, sim_model_dir):
+    """processes:=per-type / one: the host_node processes that the runner (and the launch file) start
+    serve every node with its own name, namespace and parameters (asked over ROS, from outside)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter_client import AsyncParameterClient
 
-    specs = [s for s in describe_graph(robots=2, model=str(sim_model_dir), seed=3)
-             if s.name in ("sim_robot", "steps_to_go")]
-    graph = InProcessGraph(specs, default_params_file(), context=rclpy_context)
+    from efm_ros.graph.runner import node_processes
+
+    plan = launch_plan({"robots": 2, "model": str(sim_model_dir), "seed": 3, "processes": processes}, {})
+    plan = dataclasses.replace(plan, specs=[s for s in plan.specs if s.name in ("sim_robot", "steps_to_go")])
+    procs = node_processes(plan)
+    assert len(procs) == {"per-type": 2, "one": 1}[processes]
+    assert all(Path(p.argv[0]).name == "host_node" for p in procs)
+    running = [subprocess.Popen(p.argv, env=python_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for p in procs]
+    node = rclpy.create_node("host_probe", context=rclpy_context)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
     try:
-        graph.start()
-        by = {n.get_fully_qualified_name(): n for n in graph.nodes}
-        assert set(by) == {s.fqn for s in specs}
-        for s in specs:
-            node = by[s.fqn]
-            for key, value in s.overrides.items():
-                assert node.get_parameter(key).value == value
-        # a value from config/efm_ros.yaml reached the nodes too
         site = yaml.safe_load(default_params_file().read_text())["/**/sim_robot"]["ros__parameters"]
-        assert by["/robot_0/sim_robot"].get_parameter("backend_args").value == site["backend_args"]
+        for s in plan.specs:
+            keys = list(s.overrides) + (["backend_args"] if s.name == "sim_robot" else [])
+            client = AsyncParameterClient(node, s.fqn)
+            assert client.wait_for_services(timeout_sec=60.0), f"{s.fqn} did not come up"
+            future = client.get_parameters(keys)
+            executor.spin_until_future_complete(future, timeout_sec=10.0)
+            got = dict(zip(keys, (v for v in future.result().values)))
+            for key, value in s.overrides.items():
+                assert rclpy.parameter.parameter_value_to_python(got[key]) == value, (s.fqn, key)
+            if s.name == "sim_robot":   # a value from config/efm_ros.yaml reached the nodes too
+                assert got["backend_args"].string_value == site["backend_args"]
     finally:
-        graph.close()
+        executor.shutdown()
+        node.destroy_node()
+        for p in running:
+            p.send_signal(signal.SIGTERM)
+        outs = [p.communicate(timeout=30)[0] for p in running]
+    assert all(p.returncode == 0 for p in running), outs
+    assert not any("Traceback" in o for o in outs), outs

@@ -19,10 +19,12 @@ def node_executables() -> list[str]:
     return [s.executable for s in describe_graph(robots=1, sim=True)]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_up_stops_every_node_on_the_signal(sig, tmp_path, python_env, sim_model_dir):
+@pytest.mark.parametrize("sig,processes", [(signal.SIGINT, "per-node"), (signal.SIGTERM, "per-node"),
+                                           (signal.SIGTERM, "per-type")], ids=["SIGINT", "SIGTERM", "SIGTERM-per-type"])
+def test_up_stops_every_node_on_the_signal(sig, processes, tmp_path, python_env, sim_model_dir):
+    expected = sorted(node_executables()) if processes == "per-node" else ["host_node"] * len(node_executables())
     up = subprocess.Popen([sys.executable, "-m", "efm_ros.cli", "up", "--robots", "1", "--model", str(sim_model_dir),
-                           "--episodes-dir", str(tmp_path / "episodes")],
+                           "--episodes-dir", str(tmp_path / "episodes"), "--processes", processes],
                           env=python_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
@@ -34,7 +36,7 @@ def test_up_stops_every_node_on_the_signal(sig, tmp_path, python_env, sim_model_
                 break
             time.sleep(0.2)
         names = sorted(psutil.Process(c.pid).cmdline()[1].rsplit("/", 1)[-1] for c in children)
-        assert names == sorted(node_executables()), names  # the installed lib/efm_ros/<node> executables
+        assert names == expected, names  # the installed lib/efm_ros/<node> executables (or the hosts)
         time.sleep(3.0)  # the nodes are up and running
         up.send_signal(sig)
         out, _ = up.communicate(timeout=30)

@@ -225,15 +225,51 @@ def test_the_tilt_moves_only_the_action_head_within_its_subspace_and_folds_exact
     resid = dw.double() - torch.einsum("kl,dlh->dkh", proj, dw.double())
     assert resid.abs().max() < 1e-5 * dw.abs().max() and dw.abs().max() > 0
 
-    tilt = ActionTilt(policy.trunk.action_head, (dims, bins), policy.config.action_spec.centers)
+    x = [torch.from_numpy(data[k][:4]).float() for k in ("features_cur", "features_prev", "text")]
+    for temperature in (False, True):
+        tilt = ActionTilt(policy.trunk.action_head, (dims, bins), policy.config.action_spec.centers,
+                          temperature=temperature)
+        with torch.no_grad():
+            plain = policy.head(*x)[0]
+            tilt.V.normal_()
+            if temperature:
+                tilt.rho.copy_(torch.tensor([0.7, -0.4])[:dims])
+            hook = tilt.attach()
+            hooked = policy.head(*x)[0]
+            hook.remove()
+            tilt.fold()
+            torch.testing.assert_close(policy.head(*x)[0], hooked, rtol=1e-4, atol=1e-4)
+            assert not tilt.V.any() and (tilt.rho is None or not tilt.rho.any())
+            assert not torch.allclose(hooked, plain)
+
+
+def test_the_tilt_temperature_scales_each_dimension_and_learns(sim_model_dir):
+    """tilt_temperature (a departure): ρ_d multiplies dimension d's logits by exp(ρ_d) (with V = 0 the
+    policy is the same one at a lower temperature), and an update with it trains ρ; without the tilt it
+    is refused."""
+    from efm_ros.learn.improve import ActionTilt, ReinforceLearner
+
+    policy, _ = load_model_checkpoints(sim_model_dir)
+    dims, bins = policy.trunk.action_shape
+    data = _random_buffer(policy, 16)
+    x = [torch.from_numpy(data[k][:4]).float() for k in ("features_cur", "features_prev", "text")]
+    tilt = ActionTilt(policy.trunk.action_head, (dims, bins), policy.config.action_spec.centers, temperature=True)
     with torch.no_grad():
-        tilt.V.normal_()
-        x = [torch.from_numpy(data[k][:4]).float() for k in ("features_cur", "features_prev", "text")]
+        plain = policy.head(*x)[0]
+        tilt.rho.fill_(np.log(2.0))
         hook = tilt.attach()
         hooked = policy.head(*x)[0]
         hook.remove()
-        tilt.fold()
-        torch.testing.assert_close(policy.head(*x)[0], hooked, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(hooked.softmax(-1), (2 * plain).softmax(-1), rtol=1e-5, atol=1e-6)
+
+    learner = ReinforceLearner(policy, ImproveConfig(updates=2, batch_size=8, train_layers="tilt",
+                                                     tilt_temperature=True, lr=1e-2))
+    seen = []
+    learner.optimizer.register_step_pre_hook(lambda opt, *a: seen.append(learner.tilt.rho.grad.abs().sum().item()))
+    learner.update(data)
+    assert seen and max(seen) > 0
+    with pytest.raises(ValueError, match="tilt_temperature"):
+        ReinforceLearner(policy, ImproveConfig(tilt_temperature=True))
 
 
 def test_the_trust_region_keeps_the_update_near_the_acting_policy(sim_model_dir):

@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
 import yaml
 from fs_helpers import mounted_tmpfs
 from ros_helpers import spin_until
