@@ -102,6 +102,10 @@ class ImproveConfig:
     temperature, a scale exp(ρ_d) of that dimension's logits (sharpen or flatten the policy
     around its own preferences; the c² term can only sharpen around the middle bin). A
     departure; docs/results.md, state rung"""
+    tilt_temperature_lr: float = 1.0
+    """with ``tilt_temperature``: the temperature's learning rate as a multiple of the tilt's (Adam
+    moves each of the 2 temperature parameters as far per step as each of the ~1,000 tilt weights;
+    a departure, docs/results.md, state rung)"""
     returns: str = "paper"
     """how the Monte-Carlo returns enter the loss (:data:`RETURN_TRANSFORMS`): "paper" = R_t as is;
     a named departure (e.g. "standardise") must be justified by the ladder (docs/results.md)"""
@@ -339,7 +343,13 @@ class ReinforceLearner:
 
             self.module = DistributedDataParallel(self.head)
         params = [p for p in self.head.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
+        rho = [p for p in params if self.tilt is not None and p is self.tilt.rho]
+        groups = [{"params": [p for p in params if not any(p is r for r in rho)], "lr_scale": 1.0}]
+        if rho:
+            groups.append({"params": rho, "lr_scale": config.tilt_temperature_lr})
+        for g in groups:
+            g["lr"] = config.lr * g["lr_scale"]
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
         self.rng = np.random.default_rng(config.seed)
         self.lr = config.lr
         self.defer_metrics = False
@@ -350,7 +360,7 @@ class ReinforceLearner:
     def _set_lr(self, lr: float) -> None:
         self.lr = float(np.clip(lr, self.config.lr / 100, self.config.lr * 100))
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
 
     def acting_logits(self, features_cur, features_prev, text) -> np.ndarray:
         """π of the current (acting) policy on one episode's transitions: computed as episodes

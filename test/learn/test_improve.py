@@ -268,6 +268,11 @@ def test_the_tilt_temperature_scales_each_dimension_and_learns(sim_model_dir):
     learner.optimizer.register_step_pre_hook(lambda opt, *a: seen.append(learner.tilt.rho.grad.abs().sum().item()))
     learner.update(data)
     assert seen and max(seen) > 0
+    scaled = ReinforceLearner(policy, ImproveConfig(train_layers="tilt", tilt_temperature=True, tilt_temperature_lr=10.0,
+                                                    lr=1e-3))
+    scaled._set_lr(2e-3)                                   # the adaptive lr keeps the temperature's multiple
+    assert [g["lr"] for g in scaled.optimizer.param_groups] == pytest.approx([2e-3, 2e-2])
+    assert scaled.optimizer.param_groups[1]["params"] == [scaled.tilt.rho]
     with pytest.raises(ValueError, match="tilt_temperature"):
         ReinforceLearner(policy, ImproveConfig(tilt_temperature=True))
 
