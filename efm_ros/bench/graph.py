@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--processes", choices=LAYOUTS, nargs="+", default=["per-type", "per-node"],
                    help="layouts to measure: one process per node type, one per node, all nodes composed in one")
     p.add_argument("--executors", choices=EXECUTORS, nargs="+", default=["events"],
-                   help="the node processes' executor (EFM_ROS_EXECUTOR; the one layout always uses a "
-                        "MultiThreadedExecutor)")
+                   help="the node processes' executor (EFM_ROS_EXECUTOR; the logger always spins a wait-set "
+                        "executor of its own)")
     args = p.parse_args(argv)
     os.environ.setdefault("ROS_DOMAIN_ID", str(40 + os.getpid() % 50))
     floor = floor_ms(args.model)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
              "| CPU (of the machine) | action p99 / floor p99 | stop s |", "|---|---|---|---|---|---|---|---|---|"]
     names = {"per-type": "one process per node type", "per-node": "one process per node", "one": "one process"}
     for layout in args.processes:
-        for executor in args.executors if layout != "one" else ["multi-threaded"]:
+        for executor in args.executors:
             for n in args.robots:
                 res = run(n, args.seconds, args.model, layout, args.warmup, args.startup_timeout, executor)
                 lines.append(_row(f"{names[layout]}, {executor}", n, args.seconds, res, f99, args.startup_timeout))
