@@ -308,7 +308,8 @@ def stage2(policy, reward, cfg: PointmassConfig, log=print, task: StateTask | No
 
 
 def run(cfg: PointmassConfig, out: str | Path, task: StateTask | None = None, oracle_reward: bool = False) -> dict:
-    """Stage 1, evaluate, Stage 2, evaluate; writes OUT/results.json and OUT/curves.png."""
+    """Stage 1, evaluate, Stage 2, evaluate; writes OUT/results.json, OUT/curves.png and the practised
+    policy OUT/policy_after.safetensors (``tools/temperature_probe.py`` and ``load_checkpoint`` read it)."""
     import torch
 
     if cfg.threads:
@@ -321,6 +322,9 @@ def run(cfg: PointmassConfig, out: str | Path, task: StateTask | None = None, or
     before = summarise(rollouts(policy, reward, cfg.eval_episodes, seed=eval_seed, envs=cfg.envs, task=task))
     print(f"{task.name} SFT: success {before['success']:.3f}, length {before['mean_length']:.1f}", flush=True)
     history = stage2(policy, reward, cfg, task=task, oracle_reward=oracle_reward)
+    from efm_ros.model.network import save_checkpoint
+
+    save_checkpoint(policy, out / "policy_after.safetensors")   # the practised policy, to examine afterwards
     after = summarise(rollouts(policy, reward, cfg.eval_episodes, seed=eval_seed, envs=cfg.envs, task=task))
     print(f"{task.name} SFT+SI: success {after['success']:.3f}, length {after['mean_length']:.1f}", flush=True)
     res = {"rung": task.name, "reward": "oracle" if oracle_reward else "model", "config": {**dataclasses.asdict(cfg)}, "stage1": s1, "before": before, "after": after,

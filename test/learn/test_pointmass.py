@@ -65,6 +65,15 @@ def test_rung0_self_improvement_lifts_success_and_removes_the_detours(tmp_path):
     assert after["success"] >= 0.95
     assert after["mean_length"] <= 0.5 * before["mean_length"], (before, after)
     assert (tmp_path / "pm" / "results.json").exists() and (tmp_path / "pm" / "curves.png").exists()
+    # the practised policy is kept, and it is the one that was evaluated
+    from efm_ros.learn.pointmass import pointmass_task, rollouts, summarise
+    from efm_ros.model.network import load_checkpoint
+
+    kept = load_checkpoint(tmp_path / "pm" / "policy_after.safetensors")
+    reward = load_checkpoint(tmp_path / "pm" / "stage1" / "reward_model.safetensors")
+    again = summarise(rollouts(kept, reward, cfg.eval_episodes, seed=55_000 + cfg.seed, envs=cfg.envs,
+                               task=pointmass_task(cfg.waypoints)))
+    assert again["success"] == after["success"], (again, after)
 
 
 def test_the_stage1_cache_reuses_a_result_only_for_the_same_inputs(tmp_path, monkeypatch):
