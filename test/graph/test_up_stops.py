@@ -86,3 +86,47 @@ def test_up_restarts_a_killed_node_and_keeps_the_others(tmp_path, python_env, si
             up.kill()
     assert up.returncode == 0, out[-3000:]
     assert "/robot_0/camera exited with -9; restarting it" in out and "restarts /robot_0/camera 1" in out, out[-3000:]
+
+
+def test_up_per_type_restarts_a_killed_host_and_its_robots_act_again(tmp_path, python_env, sim_model_dir):
+    """processes:=per-type: SIGKILL of the policy host (every robot's policy node) restarts that host
+    alone; both robots' policies come back active, and the other hosts keep running."""
+    up = subprocess.Popen([sys.executable, "-m", "efm_ros.cli", "up", "--robots", "2", "--model", str(sim_model_dir),
+                           "--episodes-dir", str(tmp_path / "episodes"), "--processes", "per-type"],
+                          env=python_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def hosts() -> dict[str, int]:
+        out = {}
+        for c in psutil.Process(up.pid).children():
+            try:
+                cmd = c.cmdline()
+                out[cmd[cmd.index("--node") + 1]] = c.pid
+            except (psutil.NoSuchProcess, ValueError, IndexError):
+                pass
+        return out
+
+    policy = "efm_ros.nodes.policy:PolicyNode"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(hosts()) < len(node_executables()):
+            time.sleep(0.2)
+        before = hosts()
+        assert len(before) == len(node_executables()) and policy in before, before
+        time.sleep(3.0)
+        psutil.Process(before[policy]).kill()                   # SIGKILL: both robots' policy nodes at once
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and hosts().get(policy) in (None, before[policy]):
+            time.sleep(0.2)
+        after = hosts()
+        assert after.get(policy) not in (None, before[policy]), after
+        assert {k: v for k, v in after.items() if k != policy} == {k: v for k, v in before.items() if k != policy}
+        time.sleep(5.0)
+        up.send_signal(signal.SIGTERM)
+        out, _ = up.communicate(timeout=30)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, out[-3000:]
+    assert "policy_node x2 exited with -9; restarting it" in out, out[-3000:]
+    for robot in ("robot_0", "robot_1"):
+        assert out.count(f"[{robot}.policy]: active") >= 2, out[-3000:]    # before the kill and after it
