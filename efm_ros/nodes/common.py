@@ -94,9 +94,11 @@ def spin_node(make_node: Callable[[], Any], argv: list[str] | None = None) -> in
 
 
 def spin_nodes(makers: list[Callable[[], Any]], init_args: list[str], name: str) -> int:
-    """Init rclpy with ``init_args``, build every node, spin them (:func:`executor_lanes`; the first
-    lane in this thread, any others in their own) until Ctrl-C / SIGTERM, then close and destroy them in reverse order. One node: :func:`spin_node`;
-    several (each with its own ``cli_args``): one process per node type (efm_ros.graph.host).
+    """Init rclpy with ``init_args``, build every node, spin them (:func:`executor_lanes`: the first
+    lane in this thread, any others in their own) until Ctrl-C / SIGTERM, then close and destroy
+    them in reverse order. One node: :func:`spin_node`; several (each with its own ``cli_args``):
+    one process per node type (efm_ros.graph.host). A callback that raises in any lane stops the
+    process with that exception, as it would a one-node process (so a supervisor restarts it).
 
     rclpy's own signal handler would shut the context down before ``close()`` runs (so a node
     could not, say, send its final zero velocity or commit its bag); instead SIGINT and SIGTERM
@@ -117,7 +119,7 @@ def spin_nodes(makers: list[Callable[[], Any]], init_args: list[str], name: str)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     rclpy.init(args=init_args, signal_handler_options=SignalHandlerOptions.NO)
-    nodes, lanes, threads = [], [], []
+    nodes, lanes, threads, errors = [], [], [], []
     rc = 0
 
     def spin(executor) -> None:
@@ -126,6 +128,9 @@ def spin_nodes(makers: list[Callable[[], Any]], init_args: list[str], name: str)
             while not stop.is_set():
                 executor.spin_once(timeout_sec=0.2)
         except ExternalShutdownException:
+            stop.set()
+        except Exception as exc:  # noqa: BLE001 — re-raised in the main thread below
+            errors.append(exc)
             stop.set()
 
     try:
@@ -142,6 +147,10 @@ def spin_nodes(makers: list[Callable[[], Any]], init_args: list[str], name: str)
         for t in threads:
             t.start()
         spin(lanes[0][0])
+        for t in threads:
+            t.join(timeout=5.0)
+        if errors:
+            raise errors[0]
     except KeyboardInterrupt:
         pass
     except StartupError as exc:

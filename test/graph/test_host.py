@@ -87,3 +87,36 @@ def test_sim_robots_in_one_host_tick_at_their_rate_with_their_own_phase(rclpy_co
         ex.shutdown()
         node.destroy_node()
         stop_process(proc)
+
+
+FAILING_NODES = """
+from rclpy.node import Node
+
+
+class Raises(Node):
+    EXECUTOR = "single"          # a lane of its own, in a thread of the host
+
+    def __init__(self, **kwargs):
+        super().__init__("raises", **kwargs)
+        self.create_timer(0.3, self._boom)
+
+    def _boom(self):
+        raise RuntimeError("boom in a callback")
+
+
+class Quiet(Node):
+    def __init__(self, **kwargs):
+        super().__init__("quiet", **kwargs)
+"""
+
+
+def test_a_callback_that_raises_in_any_lane_stops_the_host(tmp_path, python_env):
+    """A node whose callback raises stops its host_node with an error, whichever lane (thread) it
+    spins in, as it would stop a one-node process: the supervisor (launch respawn, efm-ros up)
+    restarts it, instead of a host that lives on with a dead node."""
+    (tmp_path / "failing_nodes.py").write_text(FAILING_NODES)
+    env = dict(python_env, PYTHONPATH=f"{tmp_path}:{python_env.get('PYTHONPATH', '')}")
+    proc = subprocess.run([sys.executable, "-m", "efm_ros.graph.host", "--node", "failing_nodes:Quiet",
+                           "--node", "failing_nodes:Raises"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "boom in a callback" in proc.stderr
