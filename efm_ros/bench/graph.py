@@ -4,8 +4,8 @@
 
 For each layout × executor × fleet size it starts ``efm-ros up`` (one process per node type
 serving every namespace, one process per node, or every node of every robot composed in one
-process; the node processes spin on rclpy's EventsExecutor or its SingleThreadedExecutor) and, from a separate observer process, subscribes to every
-robot's ``policy_action`` and ``steps_to_go``. Both carry the stamp of the camera frame they were
+process; the node processes spin on rclpy's EventsExecutor or its SingleThreadedExecutor) and,
+from a separate observer process, subscribes to every robot's ``policy_action`` and ``steps_to_go``. Both carry the stamp of the camera frame they were
 computed from, so receive time − header stamp = camera→action / camera→reward latency (including
 the hop to the observer). Per row: start-up time (``up`` started → every robot's first action),
 p50/p99 of both latencies over the fleet, the action rate achieved against 10 Hz per robot, the
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from efm_ros.graph.runner import LAYOUTS
+from efm_ros.graph.description import LAYOUTS
 from efm_ros.nodes.common import EXECUTORS
 
 

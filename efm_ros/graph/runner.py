@@ -51,10 +51,15 @@ def plan_from_args(args) -> LaunchPlan:
     return launch_plan({a.name: getattr(args, a.name) for a in graph_arguments()})
 
 
+def node_argv(spec: NodeSpec, params_file: str | Path) -> list[str]:
+    """One node's command line, as ros2 launch builds it: the installed lib/efm_ros/<executable> with
+    the launch file's ``--ros-args ...``."""
+    return [str(find_node_executable(spec.executable)), *spec.ros_arguments(params_file)]
+
+
 def start_node_process(spec: NodeSpec, params_file: str | Path, env: dict | None = None, **popen) -> subprocess.Popen:
-    """One node in its own process, as ros2 launch starts it: the installed lib/efm_ros/<executable>
-    with the launch file's ``--ros-args ...``."""
-    return _start([str(find_node_executable(spec.executable)), *spec.ros_arguments(params_file)], env, **popen)
+    """One node in its own process (:func:`node_argv`)."""
+    return _start(node_argv(spec, params_file), env, **popen)
 
 
 def _start(argv: list[str], env: dict | None = None, **popen) -> subprocess.Popen:
@@ -76,8 +81,7 @@ def node_processes(plan: LaunchPlan) -> list[NodeProcess]:
     out = []
     for group in plan.groups():
         if plan.processes == "per-node":
-            s = group[0]
-            out.append(NodeProcess(s.fqn, [str(find_node_executable(s.executable)), *s.ros_arguments(plan.params_file)]))
+            out.append(NodeProcess(group[0].fqn, node_argv(group[0], plan.params_file)))
         else:
             label = f"{group[0].executable} x{len(group)}" if plan.processes == "per-type" else f"all {len(group)} nodes"
             out.append(NodeProcess(label, [str(find_node_executable(HOST_EXECUTABLE)),
