@@ -19,6 +19,28 @@ def node_executables() -> list[str]:
     return [s.executable for s in describe_graph(robots=1, sim=True)]
 
 
+def kill_and_see_it_restarted(up: subprocess.Popen, processes, key: str, count: int,
+                              settle: float = 2.0) -> tuple[dict, dict]:
+    """Wait until `up` runs ``count`` processes (``processes()``: key -> pid) and ``settle`` s more,
+    SIGKILL the one named ``key`` (a crash), wait for its replacement; assert the others kept
+    running. (before, after)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(processes()) < count:
+        time.sleep(0.2)
+    before = processes()
+    assert len(before) == count and key in before, before
+    time.sleep(settle)
+    psutil.Process(before[key]).kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and processes().get(key) in (None, before[key]):
+        time.sleep(0.2)
+    after = processes()
+    assert after.get(key) not in (None, before[key]), after
+    assert {k: v for k, v in after.items() if k != key} == {k: v for k, v in before.items() if k != key}, \
+        "a healthy process was stopped"
+    return before, after
+
+
 @pytest.mark.parametrize("sig,processes", [(signal.SIGINT, "per-node"), (signal.SIGTERM, "per-node"),
                                            (signal.SIGTERM, "per-type")], ids=["SIGINT", "SIGTERM", "SIGTERM-per-type"])
 def test_up_stops_every_node_on_the_signal(sig, processes, tmp_path, python_env, sim_model_dir):
@@ -64,20 +86,8 @@ def test_up_restarts_a_killed_node_and_keeps_the_others(tmp_path, python_env, si
         return out
 
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(children()) < len(node_executables()):
-            time.sleep(0.2)
-        before = children()
+        before, _ = kill_and_see_it_restarted(up, children, "camera_node", len(node_executables()))
         assert sorted(before) == sorted(node_executables())
-        time.sleep(2.0)
-        psutil.Process(before["camera_node"]).kill()            # SIGKILL: a crash
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and children().get("camera_node") in (None, before["camera_node"]):
-            time.sleep(0.2)
-        after = children()
-        assert after.get("camera_node") not in (None, before["camera_node"]), after
-        assert {k: v for k, v in after.items() if k != "camera_node"} == \
-            {k: v for k, v in before.items() if k != "camera_node"}, "a healthy node was stopped"
         assert up.poll() is None
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=30)
@@ -107,19 +117,7 @@ def test_up_per_type_restarts_a_killed_host_and_its_robots_act_again(tmp_path, p
 
     policy = "efm_ros.nodes.policy:PolicyNode"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(hosts()) < len(node_executables()):
-            time.sleep(0.2)
-        before = hosts()
-        assert len(before) == len(node_executables()) and policy in before, before
-        time.sleep(3.0)
-        psutil.Process(before[policy]).kill()                   # SIGKILL: both robots' policy nodes at once
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and hosts().get(policy) in (None, before[policy]):
-            time.sleep(0.2)
-        after = hosts()
-        assert after.get(policy) not in (None, before[policy]), after
-        assert {k: v for k, v in after.items() if k != policy} == {k: v for k, v in before.items() if k != policy}
+        kill_and_see_it_restarted(up, hosts, policy, len(node_executables()), settle=3.0)   # both robots' policies
         time.sleep(5.0)
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=30)
