@@ -34,9 +34,22 @@ from efm_ros.learn.evaluate import success_on_fixed_episodes as evaluate  # the 
 from efm_ros.robots import add_robot_arguments
 
 
+def sft_overrides(args) -> dict:
+    """``--sft`` (JSON): any SFTConfig field for every Stage-1 run of an experiment (e.g.
+    ``{"goal_frame_weight": 1.0}``), checked by name; the experiment's own arguments win."""
+    from efm_ros.learn.sft import SFTConfig
+
+    extra = json.loads(getattr(args, "sft", "") or "{}")
+    unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(SFTConfig)})
+    if unknown:
+        raise SystemExit(f"efm-ros experiment: --sft has unknown SFTConfig fields {unknown}")
+    return extra
+
+
 def _train_and_export(demos: Path, n: int, seed: int, out: Path, *, steps: int, random_init: bool = False,
-                      threads: int = 0, cache_dir: Path | None = None) -> Path:
-    """Stage 1 on the first n demos; returns the exported model directory (cached if present)."""
+                      threads: int = 0, cache_dir: Path | None = None, sft: dict | None = None) -> Path:
+    """Stage 1 on the first n demos; returns the exported model directory (cached if present).
+    sft: further SFTConfig fields (:func:`sft_overrides`)."""
     from efm_ros.learn.sft import SFTConfig, train
     from efm_ros.model.export import main as export_main
 
@@ -47,8 +60,9 @@ def _train_and_export(demos: Path, n: int, seed: int, out: Path, *, steps: int, 
     cache = Path(cache_dir) if cache_dir else demos.parent / f"{demos.name}_features"
     if random_init:
         cache = cache.parent / f"{cache.name}_random"
-    train(SFTConfig(demos=str(demos), out=str(run), steps=steps, seed=seed, max_episodes=n, random_init=random_init,
-                    threads=threads, cache_dir=str(cache), progress=False))
+    train(SFTConfig(**{**(sft or {}), "demos": str(demos), "out": str(run), "steps": steps, "seed": seed,
+                       "max_episodes": n, "random_init": random_init, "threads": threads, "cache_dir": str(cache),
+                       "progress": False}))
     if export_main([str(run), "--out", str(model_dir), "--force"]) != 0:
         raise RuntimeError(f"export of {run} failed")
     return model_dir
@@ -107,9 +121,9 @@ def figure3(args) -> dict:
         t0 = time.monotonic()
         sd = out / f"seed{seed}"
         small = _train_and_export(args.demos, args.n, seed, sd / "bc_n", steps=args.steps, threads=args.threads,
-                                  cache_dir=args.cache_dir)
+                                  cache_dir=args.cache_dir, sft=sft_overrides(args))
         large = _train_and_export(args.demos, 8 * args.n, seed, sd / "bc_8n", steps=args.steps_large or args.steps,
-                                  threads=args.threads, cache_dir=args.cache_dir)
+                                  threads=args.threads, cache_dir=args.cache_dir, sft=sft_overrides(args))
         budget = max(1, math.floor(args.si_fraction * args.n))
         si = _practise(small, small, sd / "si", budget, seed, args.workers, robot, args)
         row = {"BC(n)": evaluate(small, args.eval_episodes, args.workers, **robot),
@@ -163,9 +177,9 @@ def rm_ablation(args) -> dict:
     for seed in args.seeds:
         sd = out / f"seed{seed}"
         policy = _train_and_export(args.demos, args.n, seed, sd / "pretrained", steps=args.steps, threads=args.threads,
-                                   cache_dir=args.cache_dir)
+                                   cache_dir=args.cache_dir, sft=sft_overrides(args))
         scratch = _train_and_export(args.demos, args.n, seed, sd / "random_init", steps=args.steps, random_init=True,
-                                    threads=args.threads, cache_dir=args.cache_dir)
+                                    threads=args.threads, cache_dir=args.cache_dir, sft=sft_overrides(args))
         row = {"SFT(n)": evaluate(policy, args.eval_episodes, args.workers, **robot),
                "stage1": {"pretrained": _stage1_summary(policy), "random_init": _stage1_summary(scratch)}}
         for name, rm in (("SI, pretrained RM", policy), ("SI, random-init RM", scratch)):
@@ -333,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--threads", type=int, default=0, help="Stage-1 torch / ONNX Runtime threads (0: defaults)")
         s.add_argument("--cache-dir", type=Path, default=None,
                        help="Stage-1 feature cache (default DEMOS_features next to the demos)")
+        s.add_argument("--sft", default="", help='any other Stage-1 parameter: SFTConfig fields as JSON, '
+                                                  'e.g. \'{"goal_frame_weight": 1.0}\'')
         add_robot_arguments(s)
     lad = sub.add_parser("ladder", help="the Stage-2 ladder (simulation only); --rung pointmass: the authors' toy")
     lad.add_argument("--rung", choices=(*STATE_RUNGS, *RUNGS), default="pointmass",

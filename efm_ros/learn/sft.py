@@ -77,6 +77,20 @@ class SFTConfig:
     """fraction of the episodes held out for validation (by episode)"""
     random_init: bool = False
     """randomly initialised backbone (the "Scratch" ablation); still frozen"""
+    future_actions: int = 0
+    """a departure (0 = the paper's): predict the demonstration's next K action tokens too, from the
+    hidden layer the action head reads (``FutureActionsLoss``; training only, nothing is exported).
+    Keypoint trunk only"""
+    future_actions_weight: float = 1.0
+    """weight of that auxiliary loss (with ``future_actions`` > 0)"""
+    goal_frame_weight: float = 0.0
+    """a departure (0 = the paper's L_BC + L_stg): weight of an auxiliary hindsight loss, L +=
+    w * L_goal-frame, in which a 1x1 convolution of the keypoint head's instruction-conditioned map
+    predicts how the episode's goal frame differs from the current frame (backbone features, final
+    minus current, per-channel standardised; training only, nothing is exported). A demonstration's
+    last frame shows where the instructed block ended, so the map must learn which block is the
+    target and where the goal is, which BC alone barely teaches from few demos (docs/results.md,
+    "What the camera features hold"). Keypoint trunk only."""
     max_episodes: int | None = None
     """use only the first N episodes (sorted by id), e.g. the n of a data-scaling experiment"""
     eval_every: int = 100
@@ -128,17 +142,29 @@ class Examples:
     """BC: int64 (M, D) action tokens of step t; steps-to-go: int64 (M,) bin of T - t"""
     label: np.ndarray
     """int64 (M,): BC: t; steps-to-go: the raw label T - t (for the d error)"""
+    final: np.ndarray
+    """int64 (M,): feature row of the episode's last (goal) frame"""
+    future: np.ndarray | None = None
+    """BC with ``future`` > 0 only: int64 (M, K, D) tokens of a_{t+1} .. a_{t+K}, -1 past the episode's end"""
 
     def __len__(self) -> int:
         return len(self.cur)
 
 
-def bc_examples(fs: EpisodeFeatures, episodes: np.ndarray, text_rows: np.ndarray) -> Examples:
-    """(o_t, o_{t-1}, g) -> a_t for t = 0..T-1 of the given episodes (the goal frame has no action)."""
+def bc_examples(fs: EpisodeFeatures, episodes: np.ndarray, text_rows: np.ndarray, future: int = 0) -> Examples:
+    """(o_t, o_{t-1}, g) -> a_t for t = 0..T-1 of the given episodes (the goal frame has no action);
+    ``future`` > 0 also gives each example the tokens of a_{t+1} .. a_{t+future} (-1 where the episode has ended)."""
     episodes = np.asarray(episodes, np.int64)
     cur, prev, e, t = frame_pairs(fs.starts[episodes], fs.lengths[episodes], include_last=False)
     ep = episodes[e]
-    return Examples(cur, prev, text_rows[ep], fs.tokens[fs.token_starts[ep] + t], t)
+    ahead = None
+    if future > 0:
+        k = t[:, None] + np.arange(1, future + 1)[None, :]                          # (M, K) step indices
+        exists = k < fs.lengths[ep][:, None]
+        rows = np.where(exists, fs.token_starts[ep][:, None] + k, 0)
+        ahead = np.where(exists[..., None], fs.tokens[rows], -1)                     # (M, K, D)
+    return Examples(cur, prev, text_rows[ep], fs.tokens[fs.token_starts[ep] + t], t, fs.starts[ep] + fs.lengths[ep],
+                    ahead)
 
 
 def stg_examples(fs: EpisodeFeatures, episodes: np.ndarray, text_rows: np.ndarray, stg_bins) -> Examples:
@@ -147,7 +173,7 @@ def stg_examples(fs: EpisodeFeatures, episodes: np.ndarray, text_rows: np.ndarra
     cur, prev, e, t = frame_pairs(fs.starts[episodes], fs.lengths[episodes], include_last=True)
     ep = episodes[e]
     steps_to_go = fs.lengths[ep] - t                         # label t' - t, t' = T (paper §1)
-    return Examples(cur, prev, text_rows[ep], stg_bins.encode(steps_to_go), steps_to_go)
+    return Examples(cur, prev, text_rows[ep], stg_bins.encode(steps_to_go), steps_to_go, fs.starts[ep] + fs.lengths[ep])
 
 
 class EpochSampler:
@@ -298,6 +324,60 @@ def demo_action_dims(path: Path) -> int:
     return int(read_episode(path).tokens.shape[1])
 
 
+class GoalFrameLoss:
+    """The auxiliary hindsight loss of ``SFTConfig.goal_frame_weight`` (a departure from the paper):
+    MSE between a 1x1 convolution of the keypoint head's feature map and (features of the episode's
+    goal frame − features of the current frame), each channel divided by its standard deviation
+    over the training examples (so predicting "nothing changes" scores 1 per channel)."""
+
+    def __init__(self, model, feats, examples: Examples, sample: int = 4096):
+        import torch
+
+        if not hasattr(model.trunk, "feature_map"):
+            raise ValueError(f"goal_frame_weight needs the keypoint trunk, not {model.config.trunk!r}")
+        self.feats = feats
+        rows = np.random.default_rng(0).choice(len(examples), min(sample, len(examples)), replace=False)
+        diff = feats[torch.from_numpy(examples.final[rows])] - feats[torch.from_numpy(examples.cur[rows])]
+        self.scale = diff.transpose(0, 1).flatten(1).std(1).clamp_min(1e-6)[None, :, None, None]
+        self.decoder = torch.nn.Conv2d(model.config.trunk_channels, feats.shape[1], 1)
+
+    def parameters(self):
+        return self.decoder.parameters()
+
+    def __call__(self, h, cur, final_rows: np.ndarray):
+        import torch
+
+        target = (self.feats[torch.from_numpy(final_rows)] - cur) / self.scale
+        return (self.decoder(h) - target).square().mean()
+
+
+class FutureActionsLoss:
+    """The auxiliary of ``SFTConfig.future_actions`` (a departure from the paper): from the same
+    hidden layer z the action head reads, linear heads predict the demonstration's next
+    ``future_actions`` action tokens a_{t+1} .. a_{t+K} (cross-entropy over those that exist; an
+    action chunk as in ACT). The chunk says where the pusher is going, to the block and then with
+    it towards the goal, which the one-step action says little about."""
+
+    def __init__(self, model, examples: Examples):
+        import torch
+
+        if not hasattr(model.trunk, "hidden") or examples.future is None:
+            raise ValueError(f"future_actions needs the keypoint trunk and future tokens, not {model.config.trunk!r}")
+        self.k, self.d = examples.future.shape[1:]
+        self.bins = model.config.action_bins
+        self.decoder = torch.nn.Linear(model.config.hidden, self.k * self.d * self.bins)
+
+    def parameters(self):
+        return self.decoder.parameters()
+
+    def __call__(self, z, future_tokens: np.ndarray):
+        import torch
+
+        logits = self.decoder(z).view(len(z), self.k * self.d, self.bins)
+        target = torch.from_numpy(future_tokens.reshape(len(z), self.k * self.d))
+        return torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-1)
+
+
 def fit_heads(model, feats, text, train_examples: tuple[Examples, Examples], val_examples: tuple[Examples, Examples],
               cfg: SFTConfig, steps: int, out: Path, t_start: float | None = None) -> tuple[list[dict], dict, float]:
     """The Stage-1 optimisation loop, for any observation kind (camera features or states):
@@ -315,6 +395,11 @@ def fit_heads(model, feats, text, train_examples: tuple[Examples, Examples], val
     n_bc, n_stg = split_batch(cfg.batch_size)
     # -- optimizer: AdamW, weight decay on matrices/kernels only (not biases, norms) --------------
     params = model.trainable_parameters()
+    goal_frame = GoalFrameLoss(model, feats, bc_tr) if cfg.goal_frame_weight > 0 else None
+    future = FutureActionsLoss(model, bc_tr) if cfg.future_actions > 0 and cfg.future_actions_weight > 0 else None
+    for aux in (goal_frame, future):
+        if aux is not None:
+            params = params + list(aux.parameters())         # trained with the head, never exported
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -325,7 +410,7 @@ def fit_heads(model, feats, text, train_examples: tuple[Examples, Examples], val
     # -- loop ---------------------------------------------------------------------------------------
     rows, best = [], {"val_bc_loss": math.inf, "val_stg_loss": math.inf}
     best_metrics: dict[str, dict] = {}
-    acc = {"loss": 0.0, "bc": 0.0, "stg": 0.0, "n": 0}
+    acc = {"loss": 0.0, "bc": 0.0, "stg": 0.0, "goal": 0.0, "future": 0.0, "n": 0}
     bar = None
     if cfg.progress:
         from tqdm import tqdm
@@ -340,10 +425,24 @@ def fit_heads(model, feats, text, train_examples: tuple[Examples, Examples], val
         i_bc, i_stg = sample_bc(n_bc), sample_stg(n_stg)
         c1, p1, g1 = _gather(feats, text, bc_tr, i_bc)
         c2, p2, g2 = _gather(feats, text, stg_tr, i_stg)
-        action_logits, stg_logits = model.head(torch.cat([c1, c2]), torch.cat([p1, p2]), torch.cat([g1, g2]))
+        cur, prev, g = torch.cat([c1, c2]), torch.cat([p1, p2]), torch.cat([g1, g2])
+        if goal_frame is None and future is None:
+            action_logits, stg_logits = model.head(cur, prev, g)
+        else:                                               # the auxiliaries read the head's insides
+            h = model.trunk.feature_map(cur, prev, g)
+            z = model.trunk.hidden(h, g)
+            action_logits, stg_logits = model.trunk.outputs(z)
         l_bc = bc_loss(action_logits[:n_bc], torch.from_numpy(bc_tr.target[i_bc]))           # L_BC
         l_stg = steps_to_go_loss(stg_logits[n_bc:], torch.from_numpy(stg_tr.target[i_stg]))  # L_stg
         loss = l_bc + l_stg                                                                   # L = L_BC + L_stg
+        if goal_frame is not None:                          # + w * L_goal-frame (a departure; SFTConfig)
+            l_goal = goal_frame(h, cur, np.concatenate([bc_tr.final[i_bc], stg_tr.final[i_stg]]))
+            loss = loss + cfg.goal_frame_weight * l_goal
+            acc["goal"] += l_goal.item()
+        if future is not None:                              # + w * L_future-actions (a departure; SFTConfig)
+            l_future = future(z[:n_bc], bc_tr.future[i_bc])
+            loss = loss + cfg.future_actions_weight * l_future
+            acc["future"] += l_future.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -359,9 +458,11 @@ def fit_heads(model, feats, text, train_examples: tuple[Examples, Examples], val
             m = validate(model, feats, text, bc_va, stg_va)
             row = {"step": step, "epoch": round(step * n_bc / len(bc_tr), 3), "lr": lr,
                    "train_loss": acc["loss"] / acc["n"], "train_bc_loss": acc["bc"] / acc["n"],
-                   "train_stg_loss": acc["stg"] / acc["n"], **m,
+                   "train_stg_loss": acc["stg"] / acc["n"],
+                   **({"train_goal_frame_loss": acc["goal"] / acc["n"]} if goal_frame is not None else {}),
+                   **({"train_future_actions_loss": acc["future"] / acc["n"]} if future is not None else {}), **m,
                    "samples_per_s": step * cfg.batch_size / train_time, "elapsed_s": time.perf_counter() - t_start}
-            acc = {"loss": 0.0, "bc": 0.0, "stg": 0.0, "n": 0}
+            acc = {"loss": 0.0, "bc": 0.0, "stg": 0.0, "goal": 0.0, "future": 0.0, "n": 0}
             for key, file in (("val_bc_loss", "policy.safetensors"), ("val_stg_loss", "reward_model.safetensors")):
                 if m[key] < best[key]:                # paper §1: best BC val -> policy, best stg val -> RM
                     best[key] = m[key]
@@ -431,7 +532,7 @@ def train(cfg: SFTConfig) -> dict:
 
     train_eps, val_eps = split_episodes(len(fs), cfg.val_fraction, cfg.seed)
     bins = config.stg_spec
-    bc_tr, stg_tr = bc_examples(fs, train_eps, text_rows), stg_examples(fs, train_eps, text_rows, bins)
+    bc_tr, stg_tr = bc_examples(fs, train_eps, text_rows, cfg.future_actions), stg_examples(fs, train_eps, text_rows, bins)
     bc_va, stg_va = bc_examples(fs, val_eps, text_rows), stg_examples(fs, val_eps, text_rows, bins)
     n_bc, n_stg = split_batch(cfg.batch_size)
     steps = cfg.steps if cfg.epochs is None else max(1, math.ceil(cfg.epochs * len(bc_tr) / n_bc))
@@ -546,6 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"(default {d.val_fraction})")
     p.add_argument("--random-init", action="store_true", help="randomly initialised backbone (ablation)")
     p.add_argument("--max-episodes", type=int, default=None, help="use the first N episodes only")
+    p.add_argument("--future-actions", type=int, default=d.future_actions,
+                   help="also predict the demo's next K action tokens from the policy's hidden layer "
+                        "(an auxiliary, a departure from the paper; default 0 = off)")
+    p.add_argument("--future-actions-weight", type=float, default=d.future_actions_weight,
+                   help=f"weight of that auxiliary (default {d.future_actions_weight})")
+    p.add_argument("--goal-frame-weight", type=float, default=d.goal_frame_weight,
+                   help="weight of the auxiliary hindsight loss: the keypoint map predicts how the demo's goal frame "
+                        "differs from the current one (a departure from the paper; default 0 = off)")
     p.add_argument("--eval-every", type=int, default=d.eval_every, help=f"steps between validations (default {d.eval_every})")
     p.add_argument("--calibration-failures", type=int, default=d.calibration_failures,
                    help=f"failed rollouts for calibrating s (default {d.calibration_failures})")
@@ -576,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SFTConfig(demos=args.demos, out=args.out, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
                     val_fraction=args.val_fraction, random_init=args.random_init, max_episodes=args.max_episodes,
+                    goal_frame_weight=args.goal_frame_weight, future_actions=args.future_actions,
+                    future_actions_weight=args.future_actions_weight,
                     eval_every=args.eval_every, calibration_failures=args.calibration_failures,
                     cache_dir=args.cache_dir, threads=args.threads, progress=not args.no_progress,
                     model_config=json.loads(args.model_config), robot=args.robot,

@@ -274,7 +274,8 @@ class KeypointTrunk(nn.Module):
         self.stg_head = nn.Linear(hid, config.stg_bins)
         self.action_shape = (config.action_dims, config.action_bins)
 
-    def forward(self, cur: torch.Tensor, prev: torch.Tensor, text: torch.Tensor):
+    def feature_map(self, cur: torch.Tensor, prev: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, trunk_channels, h, w): the instruction-conditioned map the keypoints are taken from."""
         if not self.history:
             prev = cur
         elif self.training and self.prev_dropout > 0:
@@ -283,9 +284,18 @@ class KeypointTrunk(nn.Module):
         coords = self.coords.expand(cur.shape[0], -1, -1, -1)
         g1, b1, g2, b2 = self.film(text)[:, :, None, None].chunk(4, dim=1)
         h = self.conv1(torch.cat([cur, prev, coords], dim=1)) * (1 + g1) + b1
-        h = self.conv2(torch.cat([h, coords], dim=1)) * (1 + g2) + b2
+        return self.conv2(torch.cat([h, coords], dim=1)) * (1 + g2) + b2
+
+    def forward(self, cur: torch.Tensor, prev: torch.Tensor, text: torch.Tensor):
+        return self.outputs(self.hidden(self.feature_map(cur, prev, text), text))
+
+    def hidden(self, h: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The feature map (``feature_map``) -> keypoints ++ instruction -> MLP: z (B, hidden), what both heads read."""
         kp = self.softmax(self.to_keypoints(h))
-        z = self.mlp(torch.cat([kp, self.text_proj(text)], dim=-1))
+        return self.mlp(torch.cat([kp, self.text_proj(text)], dim=-1))
+
+    def outputs(self, z: torch.Tensor):
+        """z (``hidden``) -> (action logits (B, D, K), steps-to-go logits (B, N))."""
         return self.action_head(z).unflatten(-1, self.action_shape), self.stg_head(z)
 
 

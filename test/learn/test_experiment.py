@@ -17,3 +17,18 @@ def test_cli_arguments():
     assert a.seeds == [0, 1, 2] and a.si_fraction == 0.1 and a.n == 50
     b = build_parser().parse_args(["novel", "--out", "o", "--episodes", "30", "--seeds", "4"])
     assert b.episodes == 30 and b.seeds == [4]
+
+
+def test_every_stage1_parameter_reaches_the_experiments_and_typos_are_refused():
+    import pytest
+
+    from efm_ros.learn.experiment import sft_overrides
+
+    for which in ("figure3", "rm-ablation"):
+        a = build_parser().parse_args([which, "--demos", "d", "--n", "50", "--out", "o",
+                                       "--sft", '{"goal_frame_weight": 1.0, "lr": 0.0005}'])
+        assert sft_overrides(a) == {"goal_frame_weight": 1.0, "lr": 0.0005}
+    assert sft_overrides(build_parser().parse_args(["figure3", "--demos", "d", "--n", "5", "--out", "o"])) == {}
+    with pytest.raises(SystemExit, match="goal_frame_wieght"):
+        sft_overrides(build_parser().parse_args(["figure3", "--demos", "d", "--n", "5", "--out", "o",
+                                                 "--sft", '{"goal_frame_wieght": 1}']))

@@ -167,3 +167,98 @@ def test_model_config_overrides_reach_the_network(tmp_path):
     with pytest.raises(ValueError, match="unknown EFMConfig key"):   # a typo fails before any work
         main(["--demos", str(tmp_path), "--out", str(tmp_path / "run"), "--model-config", '{"trunc": "flatten"}',
               "--no-progress"])
+
+
+def test_examples_point_at_their_episodes_goal_frame():
+    fs = toy_features((3, 5))
+    bins = StepsToGoBins(t_max=100, num_bins=50)
+    bc = bc_examples(fs, np.array([0, 1]), np.array([0, 1]))
+    stg = stg_examples(fs, np.array([1]), np.array([0, 1]), bins)
+    np.testing.assert_array_equal(bc.final, [3] * 3 + [9] * 5)   # rows of frame T of episodes 0 and 1
+    np.testing.assert_array_equal(stg.final, [9] * 6)
+
+
+def test_goal_frame_loss_learns_where_the_target_ends_and_trains_nothing_it_exports():
+    """The hindsight auxiliary (SFTConfig.goal_frame_weight): "nothing changes" scores ~1, the
+    decoder learns the goal frame's difference through the head's feature map, and the EFM's own
+    parameters (what export writes) do not include the decoder."""
+    import torch
+
+    from efm_ros.learn.sft import GoalFrameLoss
+    from efm_ros.model.network import EFM, EFMConfig
+
+    torch.manual_seed(0)
+    model = EFM(EFMConfig(backbone="efficientnet_lite0", pretrained=False, image_size=32, trunk_channels=8,
+                          keypoints=4, hidden=16, prev_dropout=0.0))
+    c, h, w = model.feature_shape
+    fs = toy_features((3, 5))
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(len(fs.features), c, h, w, generator=g)
+    # the goal frame of each episode differs from its other frames by one bright cell, episode-specific
+    for e, (s, n) in enumerate(zip(fs.starts, fs.lengths)):
+        feats[s + n] = feats[s] + 0.0
+        feats[s:s + n] = feats[s]
+        feats[s + n, :, e, e] += 3.0
+    ex = bc_examples(fs, np.array([0, 1]), np.array([0, 1]))
+    loss = GoalFrameLoss(model, feats, ex)
+    text = torch.stack([torch.full((384,), float(e)) for e in (0, 1)])[torch.from_numpy(ex.text)]
+    cur = feats[torch.from_numpy(ex.cur)]
+    with torch.no_grad():
+        zero = (((feats[torch.from_numpy(ex.final)] - cur) / loss.scale) ** 2).mean().item()
+    assert 0.5 < zero < 1.5
+    params = list(model.trunk.parameters()) + list(loss.parameters())
+    opt = torch.optim.Adam(params, 1e-2)
+    first = None
+    for _ in range(300):
+        value = loss(model.trunk.feature_map(cur, cur, text), cur, ex.final)
+        first = value.item() if first is None else first
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    assert value.item() < 0.2 * first
+    exported = {id(p) for p in model.parameters()}
+    assert not any(id(p) in exported for p in loss.parameters())
+    with pytest.raises(ValueError, match="keypoint"):
+        GoalFrameLoss(EFM(EFMConfig(pretrained=False, image_size=32, trunk="flatten")), feats, ex)
+
+
+def test_future_action_tokens_follow_the_episode_and_stop_at_its_end():
+    fs = toy_features((3, 5))                          # tokens encode (episode, t)
+    ex = bc_examples(fs, np.array([0, 1]), np.array([0, 1]), future=2)
+    assert ex.future.shape == (8, 2, 2)
+    np.testing.assert_array_equal(ex.future[0], [[0, 1], [0, 2]])       # episode 0, t 0: a_1, a_2
+    np.testing.assert_array_equal(ex.future[1], [[0, 2], [-1, -1]])     # t 1: a_2, then the episode has ended
+    np.testing.assert_array_equal(ex.future[2], [[-1, -1], [-1, -1]])   # t 2 = T-1: nothing after it
+    np.testing.assert_array_equal(ex.future[3], [[1, 1], [1, 2]])       # episode 1 never reads episode 0's tokens
+    assert bc_examples(fs, np.array([0]), np.array([0])).future is None
+
+
+def test_future_actions_loss_ignores_missing_steps_and_learns_the_chunk():
+    import torch
+
+    from efm_ros.learn.sft import FutureActionsLoss
+    from efm_ros.model.network import EFM, EFMConfig
+
+    torch.manual_seed(0)
+    model = EFM(EFMConfig(pretrained=False, image_size=32, trunk_channels=8, keypoints=4, hidden=16, action_bins=5))
+    fs = toy_features((3, 5))
+    fs.tokens = fs.tokens % 5                          # valid bins
+    ex = bc_examples(fs, np.array([0, 1]), np.array([0, 1]), future=3)
+    loss = FutureActionsLoss(model, ex)
+    z = torch.randn(len(ex), 16)
+    only_missing = np.full_like(ex.future, -1)
+    only_missing[:, 0] = ex.future[:, 0]
+    value = loss(z, ex.future)
+    assert torch.isfinite(value) and value.item() > 0
+    assert torch.isfinite(loss(z, only_missing))
+    w = torch.nn.Parameter(z.clone())
+    opt = torch.optim.Adam([w, *loss.parameters()], 5e-2)
+    first = loss(w, ex.future).item()
+    for _ in range(200):
+        v = loss(w, ex.future)
+        opt.zero_grad()
+        v.backward()
+        opt.step()
+    assert v.item() < 0.1 * first
+    with pytest.raises(ValueError, match="keypoint"):
+        FutureActionsLoss(EFM(EFMConfig(pretrained=False, image_size=32, trunk="flatten")), ex)

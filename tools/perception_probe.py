@@ -1,0 +1,124 @@
+"""What do the camera features hold? (docs/results.md, Stage 1; privileged state, experiment only)
+
+    .venv/bin/python tools/perception_probe.py FEATURE_CACHE                      # the features probe (~3 min)
+    .venv/bin/python tools/perception_probe.py FEATURE_CACHE RUN [CHECKPOINT]     # the policy probe (seconds)
+    # e.g. data/stage1/feature_cache/df2eee9ec57df306f9f4 models/efm_sft   (the 800 demos of seed 0)
+
+FEATURE_CACHE is one ``train-sft`` feature cache of the first N demonstrations of ``collect-demos
+--seed 0`` (both block families, the table's defaults). Their true states are replayed with
+``tablestate.demonstrations`` (index i is bag i, frame t is state t), and two probes are fitted on
+90 % of the episodes and scored on the other 10 % (the split ``train-sft --seed 0`` uses):
+
+* **features**: a head of the policy's own design (``KeypointTrunk``: CoordConv + FiLM(instruction)
+  convolutions -> spatial-softmax keypoints -> MLP) regresses the pusher's, the target's and the
+  goal's (x, y) from one frame's frozen features (the instruction says which block is the target
+  and where the goal is). Its error bounds what a head on these features can know.
+* **policy** (with RUN, a ``train-sft`` run or exported model dir; CHECKPOINT default
+  policy.safetensors, or reward_model.safetensors): a ridge regression from the trained network's
+  last hidden layer (the z the action head and the Stage-2 tilt read) to the same
+  positions: what the BC-trained policy does know.
+
+Errors are RMSE in cm on the 50 cm table, next to a constant prediction's.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+PARTS = ("pusher", "target", "goal")
+
+
+def true_positions(n: int, lengths: np.ndarray) -> np.ndarray:
+    """(ΣT+1, 6) cm: pusher, target, goal (x, y) of every frame of the first ``n`` demos."""
+    from efm_ros.learn.tablestate import demonstrations
+
+    eps = demonstrations(n, seed=0)
+    got = np.array([len(e.states) - 1 for e in eps])
+    if not np.array_equal(got, lengths):
+        raise SystemExit(f"replayed demonstrations do not match the cache's episodes (first difference at "
+                         f"{int(np.argmax(got != lengths))}): is the cache from collect-demos --seed 0 with the defaults?")
+    return np.concatenate([e.states[:, :6] for e in eps]) * 50.0
+
+
+def rmse(pred: np.ndarray, true: np.ndarray) -> list[float]:
+    err = (pred - true).reshape(len(true), 3, 2)
+    return [float(np.sqrt((err[:, i] ** 2).sum(-1).mean())) for i in range(3)]
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    from efm_ros.learn.features import _load
+    from efm_ros.learn.sft import embed_instructions, split_episodes
+    from efm_ros.model.network import EFMConfig, KeypointTrunk
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    fs = _load(Path(argv[0]))
+    y = true_positions(len(fs), fs.lengths)
+    table = embed_instructions(sorted(set(fs.instructions)), Path(argv[0]).parent / "instructions.npz")
+    frame_ep = np.repeat(np.arange(len(fs)), fs.lengths + 1)
+    text = table.lookup([fs.instructions[e] for e in frame_ep]).astype(np.float32)
+    train_eps, val_eps = split_episodes(len(fs), 0.1, 0)
+    tr, va = np.isin(frame_ep, train_eps), np.isin(frame_ep, val_eps)
+    mean, std = y[tr].mean(0), y[tr].std(0)
+    print(f"{len(fs)} episodes, {len(y)} frames ({tr.sum()} train / {va.sum()} val), features {fs.features.shape[1:]}")
+    print(f"constant prediction, RMSE cm (pusher, target, goal): {np.round(rmse(np.broadcast_to(mean, y[va].shape), y[va]), 2).tolist()}")
+
+    if len(argv) > 1:
+        return policy_probe(argv, fs, y, text, tr, va)
+    probe = KeypointTrunk(EFMConfig(dropout=0.0, prev_dropout=0.0), fs.features.shape[1:])
+    probe.action_head, probe.action_shape = nn.Linear(probe.action_head.in_features, 6), (6,)
+    feats, t, target = torch.from_numpy(fs.features), torch.from_numpy(text), torch.from_numpy(((y - mean) / std).astype(np.float32))
+    opt = torch.optim.AdamW(probe.parameters(), 1e-3)
+    idx_tr, idx_va = np.flatnonzero(tr), np.flatnonzero(va)
+    rng = np.random.default_rng(0)
+    steps = 3000
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for step in range(steps):
+        b = torch.from_numpy(rng.choice(idx_tr, 128))
+        pred = probe(feats[b], feats[b], t[b])[0]
+        loss = (pred - target[b]).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 500 == 0:
+            print(f"  step {step + 1}: train loss {loss.item():.4f}", flush=True)
+    probe.eval()
+    with torch.no_grad():
+        pred = torch.cat([probe(feats[i], feats[i], t[i])[0] for i in torch.from_numpy(idx_va).split(1024)]).numpy()
+    print(f"features probe (KeypointTrunk, {steps} steps), val RMSE cm (pusher, target, goal): "
+          f"{np.round(rmse(pred * std + mean, y[va]), 2).tolist()}")
+    return 0
+
+
+def policy_probe(argv, fs, y, text, tr, va) -> int:
+    from efm_ros.model.network import load_checkpoint
+
+    feats, t = torch.from_numpy(fs.features), torch.from_numpy(text)
+    policy = load_checkpoint(Path(argv[1]) / (argv[2] if len(argv) > 2 else "policy.safetensors")).eval()
+    zs = []
+    hook = policy.trunk.action_head.register_forward_hook(lambda m, inp, out: zs.append(inp[0]))
+    prev = np.concatenate([[s] * 1 + list(range(s, s + n)) for s, n in zip(fs.starts, fs.lengths)])  # frame 0's previous is itself
+    with torch.no_grad():
+        for i in torch.arange(len(y)).split(1024):
+            policy.head(feats[i], feats[torch.from_numpy(prev[i.numpy()])], t[i])
+    hook.remove()
+    z = torch.cat(zs).numpy().astype(np.float64)
+    z = np.hstack([z, np.ones((len(z), 1))])
+    a = z[tr].T @ z[tr] + 1.0 * np.eye(z.shape[1])
+    w = np.linalg.solve(a, z[tr].T @ y[tr])
+    print(f"policy probe (ridge on {argv[1]} {argv[2] if len(argv) > 2 else 'policy'}'s last hidden layer, "
+          f"{z.shape[1] - 1} units), val RMSE cm "
+          f"(pusher, target, goal): {np.round(rmse(z[va] @ w, y[va]), 2).tolist()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
