@@ -2,6 +2,8 @@
 
     .venv/bin/python tools/perception_probe.py FEATURE_CACHE                      # the features probe (~3 min)
     .venv/bin/python tools/perception_probe.py FEATURE_CACHE RUN [CHECKPOINT]     # the policy probe (seconds)
+    .venv/bin/python tools/perception_probe.py FEATURE_CACHE RUN [CHECKPOINT] --held-out-of 6400
+        # a RUN trained on more demos (the first 6400): fit on its training episodes among the cache's, score on its validation ones
     # e.g. data/stage1/feature_cache/df2eee9ec57df306f9f4 models/efm_sft   (the 800 demos of seed 0)
 
 FEATURE_CACHE is one ``train-sft`` feature cache of the first N demonstrations of ``collect-demos
@@ -53,6 +55,11 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
+    run_episodes = None
+    if "--held-out-of" in argv:
+        i = argv.index("--held-out-of")
+        run_episodes = int(argv[i + 1])
+        argv = argv[:i] + argv[i + 2:]
     from efm_ros.learn.features import _load
     from efm_ros.learn.sft import embed_instructions, split_episodes
     from efm_ros.model.network import EFMConfig, KeypointTrunk
@@ -64,7 +71,8 @@ def main(argv: list[str]) -> int:
     table = embed_instructions(sorted(set(fs.instructions)), Path(argv[0]).parent / "instructions.npz")
     frame_ep = np.repeat(np.arange(len(fs)), fs.lengths + 1)
     text = table.lookup([fs.instructions[e] for e in frame_ep]).astype(np.float32)
-    train_eps, val_eps = split_episodes(len(fs), 0.1, 0)
+    train_eps, val_eps = split_episodes(run_episodes or len(fs), 0.1, 0)   # the split train-sft --seed 0 made
+    train_eps, val_eps = train_eps[train_eps < len(fs)], val_eps[val_eps < len(fs)]
     tr, va = np.isin(frame_ep, train_eps), np.isin(frame_ep, val_eps)
     mean, std = y[tr].mean(0), y[tr].std(0)
     print(f"{len(fs)} episodes, {len(y)} frames ({tr.sum()} train / {va.sum()} val), features {fs.features.shape[1:]}")
