@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
         i = argv.index("--held-out-of")
         run_episodes = int(argv[i + 1])
         argv = argv[:i] + argv[i + 2:]
-    from efm_ros.learn.features import _load
+    from efm_ros.learn.features import _load, frame_pairs
     from efm_ros.learn.sft import embed_instructions, split_episodes
     from efm_ros.model.network import EFMConfig, KeypointTrunk
 
@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
     fs = _load(Path(argv[0]))
     y = true_positions(len(fs), fs.lengths)
     table = embed_instructions(sorted(set(fs.instructions)), Path(argv[0]).parent / "instructions.npz")
-    frame_ep = np.repeat(np.arange(len(fs)), fs.lengths + 1)
+    cur, prev, frame_ep, _ = frame_pairs(fs.starts, fs.lengths, include_last=True)   # every frame, in the order of y
     text = table.lookup([fs.instructions[e] for e in frame_ep]).astype(np.float32)
     train_eps, val_eps = split_episodes(run_episodes or len(fs), 0.1, 0)   # the split train-sft --seed 0 made
     train_eps, val_eps = train_eps[train_eps < len(fs)], val_eps[val_eps < len(fs)]
@@ -79,10 +79,11 @@ def main(argv: list[str]) -> int:
     print(f"constant prediction, RMSE cm (pusher, target, goal): {np.round(rmse(np.broadcast_to(mean, y[va].shape), y[va]), 2).tolist()}")
 
     if len(argv) > 1:
-        return policy_probe(argv, fs, y, text, tr, va)
+        return policy_probe(argv, fs, y, text, tr, va, cur, prev)
     probe = KeypointTrunk(EFMConfig(dropout=0.0, prev_dropout=0.0), fs.features.shape[1:])
     probe.action_head, probe.action_shape = nn.Linear(probe.action_head.in_features, 6), (6,)
-    feats, t, target = torch.from_numpy(fs.features), torch.from_numpy(text), torch.from_numpy(((y - mean) / std).astype(np.float32))
+    feats = torch.from_numpy(fs.features[cur])
+    t, target = torch.from_numpy(text), torch.from_numpy(((y - mean) / std).astype(np.float32))
     opt = torch.optim.AdamW(probe.parameters(), 1e-3)
     idx_tr, idx_va = np.flatnonzero(tr), np.flatnonzero(va)
     rng = np.random.default_rng(0)
@@ -106,19 +107,15 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def policy_probe(argv, fs, y, text, tr, va) -> int:
+def policy_probe(argv, fs, y, text, tr, va, cur, prev) -> int:
     from efm_ros.model.network import load_checkpoint
 
     feats, t = torch.from_numpy(fs.features), torch.from_numpy(text)
-    policy = load_checkpoint(Path(argv[1]) / (argv[2] if len(argv) > 2 else "policy.safetensors")).eval()
-    zs = []
-    hook = policy.trunk.action_head.register_forward_hook(lambda m, inp, out: zs.append(inp[0]))
-    prev = np.concatenate([[s] * 1 + list(range(s, s + n)) for s, n in zip(fs.starts, fs.lengths)])  # frame 0's previous is itself
-    with torch.no_grad():
-        for i in torch.arange(len(y)).split(1024):
-            policy.head(feats[i], feats[torch.from_numpy(prev[i.numpy()])], t[i])
-    hook.remove()
-    z = torch.cat(zs).numpy().astype(np.float64)
+    trunk = load_checkpoint(Path(argv[1]) / (argv[2] if len(argv) > 2 else "policy.safetensors")).eval().trunk
+    with torch.no_grad():                        # z: the hidden layer both heads (and the Stage-2 tilt) read
+        z = torch.cat([trunk.hidden(trunk.feature_map(feats[torch.from_numpy(cur[i])], feats[torch.from_numpy(prev[i])],
+                                                      t[i]), t[i])
+                       for i in np.array_split(np.arange(len(y)), max(1, len(y) // 1024))]).numpy().astype(np.float64)
     z = np.hstack([z, np.ones((len(z), 1))])
     a = z[tr].T @ z[tr] + 1.0 * np.eye(z.shape[1])
     w = np.linalg.solve(a, z[tr].T @ y[tr])

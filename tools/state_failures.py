@@ -24,7 +24,7 @@ def episode_geometry(states: np.ndarray, table_size: float) -> dict:
     s = states * table_size
     ee, target, goal = s[:, 0:2], s[:, 2:4], s[:, 4:6]
     to_goal = np.linalg.norm(target - goal, axis=1)
-    return {"start": to_goal[0], "end": to_goal[-1], "closest": to_goal.min(),
+    return {"steps": len(states) - 1, "start": to_goal[0], "end": to_goal[-1], "closest": to_goal.min(),
             "approach": np.linalg.norm(ee - target, axis=1).min(), "moved": np.linalg.norm(target[-1] - target[0])}
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
             return f"{np.median(v):.1f} [{np.percentile(v, 25):.1f}, {np.percentile(v, 75):.1f}]"
 
         print(f"{path}: success {ok.mean():.3f} ({ok.sum()}/{len(ok)}); "
-              f"successful episodes' length {med('steps', [{'steps': e['steps']} for e in eps if e['success']])}")
+              f"successful episodes' length {med('steps', [g for g, s in zip(geo, ok) if s])}")
         print("  failures, cm, median [IQR]: target to goal at the start", med("start", fails), "closest", med("closest", fails),
               "end", med("end", fails), "| pusher's closest approach", med("approach", fails), "| target moved", med("moved", fails))
         print(f"  failures: {len(fails)}; near misses (end < 5 cm or once < 3 cm) "
