@@ -5,8 +5,8 @@ from efm_ros.graph.description (graph_arguments, launch_plan), the same descript
 runs without launch. Every argument: `ros2 launch efm_ros self_improve.launch.py --show-args`.
 
 processes:=per-node (default) starts one process per node; processes:=per-type one host_node per
-node type, serving every robot namespace (8 robots: 5 processes instead of 40), and processes:=one
-a single host_node. Every node keeps its name, namespace, parameters and remappings in all three.
+node type, serving every robot namespace (8 robots: 5 processes instead of 40), processes:=per-robot
+one host_node per robot namespace, and processes:=one a single host_node. Every node keeps its name, namespace, parameters and remappings in all three.
 
 Camera frames over 512 KB need Fast DDS's big shared-memory profile: it is set for the nodes
 (FASTDDS_DEFAULT_PROFILES_FILE = share/efm_ros/config/fastdds_shm_big.xml) unless
@@ -33,7 +33,7 @@ def _nodes(context):
         procs = [Node(executable=s.executable, name=s.name, namespace=s.namespace,
                       parameters=[str(plan.params_file), dict(s.overrides)], remappings=list(s.remappings), **common)
                  for s in plan.specs]
-    else:   # processes:=per-type | one: host_node processes, each node with its own --ros-args
+    else:   # processes:=per-type | per-robot | one: host_node processes, each node with its own --ros-args
         procs = [Node(executable=HOST_EXECUTABLE, arguments=host_arguments(group, plan.params_file), **common)
                  for group in plan.groups()]
     return [SetEnvironmentVariable(name, value) for name, value in plan.env.items()] + procs

@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     lines = ["| layout | robots | start-up s | actions/s | camera→action p50 / p99 ms | camera→reward p50 / p99 ms "
              "| CPU (of the machine) | action p99 / floor p99 | stop s |", "|---|---|---|---|---|---|---|---|---|"]
-    names = {"per-type": "one process per node type", "per-node": "one process per node", "one": "one process"}
+    names = {"per-type": "one process per node type", "per-node": "one process per node",
+             "per-robot": "one process per robot", "one": "one process"}
     for layout in args.processes:
         for executor in args.executors:
             for n in args.robots:

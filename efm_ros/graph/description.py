@@ -227,11 +227,13 @@ _ARGUMENT_HELP = {
                      "(e.g. servo_node/delta_twist_cmds)",
     "params_file": "parameters YAML (default: config/efm_ros.yaml of the package)",
     "processes": "process layout: per-node (one process a node), per-type (one process per node type, serving "
-                 "every robot namespace: 8 robots are 5 processes, not 40) or one (every node in one process)",
+                 "every robot namespace: 8 robots are 5 processes, not 40), per-robot (one process per robot "
+                 "namespace: its sim, camera, policy, steps-to-go and logger; fewest DDS hops between processes) "
+                 "or one (every node in one process)",
 }
 
 #: process layouts (the ``processes`` argument): :meth:`LaunchPlan.groups`
-LAYOUTS = ("per-node", "per-type", "one")
+LAYOUTS = ("per-node", "per-type", "per-robot", "one")
 
 
 @dataclass(frozen=True)
@@ -285,15 +287,18 @@ class LaunchPlan:
 
     def groups(self) -> list[list[NodeSpec]]:
         """The nodes of each process: per-node, each alone (its own executable); per-type, the nodes
-        of one executable, every namespace's, together (one host_node each); one, all in one host_node."""
+        of one executable, every namespace's, together (one host_node each); per-robot, the nodes of
+        one namespace together (one host_node per robot, plus one for any node outside the robot
+        namespaces); one, all in one host_node."""
         if self.processes == "per-node":
             return [[s] for s in self.specs]
         if self.processes == "one":
             return [list(self.specs)]
-        by_type: dict[str, list[NodeSpec]] = {}
+        key = (lambda s: s.executable) if self.processes == "per-type" else (lambda s: s.namespace)
+        groups: dict[str, list[NodeSpec]] = {}
         for s in self.specs:
-            by_type.setdefault(s.executable, []).append(s)
-        return list(by_type.values())
+            groups.setdefault(key(s), []).append(s)
+        return list(groups.values())
 
 
 def launch_plan(values: dict, environ=None) -> LaunchPlan:

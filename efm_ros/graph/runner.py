@@ -83,7 +83,9 @@ def node_processes(plan: LaunchPlan) -> list[NodeProcess]:
         if plan.processes == "per-node":
             out.append(NodeProcess(group[0].fqn, node_argv(group[0], plan.params_file)))
         else:
-            label = f"{group[0].executable} x{len(group)}" if plan.processes == "per-type" else f"all {len(group)} nodes"
+            label = {"per-type": f"{group[0].executable} x{len(group)}",
+                     "per-robot": f"{group[0].namespace or '/'}: {len(group)} nodes"}.get(plan.processes,
+                                                                                    f"all {len(group)} nodes")
             out.append(NodeProcess(label, [str(find_node_executable(HOST_EXECUTABLE)),
                                            *host.host_arguments(group, plan.params_file)]))
     return out

@@ -152,8 +152,14 @@ def test_launch_file_builds_exactly_the_described_nodes(monkeypatch):
         [host_arguments([s for s in expected if s.executable == exe], default_params_file())
          for exe in dict.fromkeys(s.executable for s in expected)]
     assert all(n.kwargs["respawn"] is True for n in hosted)
+    # processes:=per-robot: one host_node per robot namespace, holding that robot's nodes only
+    per_robot = opaque[0].function({"args": dict(args, processes="per-robot")})
+    assert [n.kwargs["arguments"] for n in per_robot] == \
+        [host_arguments([s for s in expected if s.namespace == ns], default_params_file())
+         for ns in dict.fromkeys(s.namespace for s in expected)]
+    assert len(per_robot) == len({s.namespace for s in expected}) > 1
     with pytest.raises(ValueError, match="processes"):
-        opaque[0].function({"args": dict(args, processes="per-robot")})
+        opaque[0].function({"args": dict(args, processes="per-socket")})
     # the executables colcon installs are exactly the graph's nodes (and the host)
     assert sorted(p.name for p in (REPO / "scripts").iterdir() if p.name.endswith("_node")) == sorted(node_executables())
 
@@ -173,10 +179,10 @@ def test_launch_arguments_parse_like_the_runner_flags(tmp_path, monkeypatch):
         launch_plan({"robots": "two"}, {})
 
 
-@pytest.mark.parametrize("processes", ["per-type", "one"])
+@pytest.mark.parametrize("processes", ["per-type", "per-robot", "one"])
 def test_host_processes_run_real_nodes_with_the_described_namespaces_and_parameters(processes, rclpy_context,
                                                                                   python_env, sim_model_dir):
-    """processes:=per-type / one: the host_node processes that the runner (and the launch file) start
+    """processes:=per-type / per-robot / one: the host_node processes that the runner (and the launch file) start
     serve every node with its own name, namespace and parameters (asked over ROS, from outside)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -187,7 +193,7 @@ def test_host_processes_run_real_nodes_with_the_described_namespaces_and_paramet
     plan = launch_plan({"robots": 2, "model": str(sim_model_dir), "seed": 3, "processes": processes}, {})
     plan = dataclasses.replace(plan, specs=[s for s in plan.specs if s.name in ("sim_robot", "steps_to_go")])
     procs = node_processes(plan)
-    assert len(procs) == {"per-type": 2, "one": 1}[processes]
+    assert len(procs) == {"per-type": 2, "per-robot": 2, "one": 1}[processes]
     assert all(Path(p.argv[0]).name == "host_node" for p in procs)
     running = [subprocess.Popen(p.argv, env=python_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for p in procs]

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from efm_ros.graph.description import describe_graph
+from ros_helpers import killed_on_exit, signal_and_read
 
 
 def node_executables() -> list[str]:
@@ -45,11 +46,11 @@ def kill_and_see_it_restarted(up: subprocess.Popen, processes, key: str, count: 
                                            (signal.SIGTERM, "per-type")], ids=["SIGINT", "SIGTERM", "SIGTERM-per-type"])
 def test_up_stops_every_node_on_the_signal(sig, processes, tmp_path, python_env, sim_model_dir):
     expected = sorted(node_executables()) if processes == "per-node" else ["host_node"] * len(node_executables())
-    up = subprocess.Popen([sys.executable, "-m", "efm_ros.cli", "up", "--robots", "1", "--model", str(sim_model_dir),
-                           "--episodes-dir", str(tmp_path / "episodes"), "--processes", processes],
-                          env=python_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
+    with killed_on_exit(subprocess.Popen(
+            [sys.executable, "-m", "efm_ros.cli", "up", "--robots", "1", "--model", str(sim_model_dir),
+             "--episodes-dir", str(tmp_path / "episodes"), "--processes", processes],
+            env=python_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))) as up:
         deadline = time.monotonic() + 60
         children = []
         while time.monotonic() < deadline:
@@ -60,11 +61,7 @@ def test_up_stops_every_node_on_the_signal(sig, processes, tmp_path, python_env,
         names = sorted(psutil.Process(c.pid).cmdline()[1].rsplit("/", 1)[-1] for c in children)
         assert names == expected, names  # the installed lib/efm_ros/<node> executables (or the hosts)
         time.sleep(3.0)  # the nodes are up and running
-        up.send_signal(sig)
-        out, _ = up.communicate(timeout=30)
-    finally:
-        if up.poll() is None:
-            up.kill()
+        out = signal_and_read(up, sig)
     assert up.returncode == 0, out[-3000:]
     gone, alive = psutil.wait_procs(children, timeout=5)
     assert not alive, f"orphans after {sig.name}: {[p.pid for p in alive]}"
@@ -85,15 +82,11 @@ def test_up_restarts_a_killed_node_and_keeps_the_others(tmp_path, python_env, si
                 pass
         return out
 
-    try:
+    with killed_on_exit(up):
         before, _ = kill_and_see_it_restarted(up, children, "camera_node", len(node_executables()))
         assert sorted(before) == sorted(node_executables())
         assert up.poll() is None
-        up.send_signal(signal.SIGTERM)
-        out, _ = up.communicate(timeout=30)
-    finally:
-        if up.poll() is None:
-            up.kill()
+        out = signal_and_read(up)
     assert up.returncode == 0, out[-3000:]
     assert "/robot_0/camera exited with -9; restarting it" in out and "restarts /robot_0/camera 1" in out, out[-3000:]
 
@@ -116,14 +109,10 @@ def test_up_per_type_restarts_a_killed_host_and_its_robots_act_again(tmp_path, p
         return out
 
     policy = "efm_ros.nodes.policy:PolicyNode"
-    try:
+    with killed_on_exit(up):
         kill_and_see_it_restarted(up, hosts, policy, len(node_executables()), settle=3.0)   # both robots' policies
         time.sleep(5.0)
-        up.send_signal(signal.SIGTERM)
-        out, _ = up.communicate(timeout=30)
-    finally:
-        if up.poll() is None:
-            up.kill()
+        out = signal_and_read(up)
     assert up.returncode == 0, out[-3000:]
     assert "policy_node x2 exited with -9; restarting it" in out, out[-3000:]
     for robot in ("robot_0", "robot_1"):

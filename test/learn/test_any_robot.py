@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from efm_ros.data import list_episodes, read_episode, read_metadata
+from ros_helpers import killed_on_exit, signal_and_read
 
 LIFT = "efm_ros.sim.lift:LiftRobot"
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -154,15 +154,11 @@ def test_lift_robot_runs_in_the_live_graph(lift_model, tmp_path, python_env):
         eps = [read_episode(b) for b in bags if read_metadata(b)["custom_data"].get("terminated") != "false"]
         return [ep for ep in eps if ep.num_steps >= 1]
 
-    try:
+    with killed_on_exit(up):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not acted():
             time.sleep(0.5)
-        up.send_signal(signal.SIGTERM)
-        log, _ = up.communicate(timeout=60)
-    finally:
-        if up.poll() is None:
-            up.kill()
+        log = signal_and_read(up, timeout=60)
     episodes = acted()
     assert episodes, log[-4000:]
     ep = episodes[0]
