@@ -43,9 +43,11 @@ def kill_and_see_it_restarted(up: subprocess.Popen, processes, key: str, count: 
 
 
 @pytest.mark.parametrize("sig,processes", [(signal.SIGINT, "per-node"), (signal.SIGTERM, "per-node"),
-                                           (signal.SIGTERM, "per-type")], ids=["SIGINT", "SIGTERM", "SIGTERM-per-type"])
+                                           (signal.SIGTERM, "per-type"), (signal.SIGTERM, "per-robot")],
+                         ids=["SIGINT", "SIGTERM", "SIGTERM-per-type", "SIGTERM-per-robot"])
 def test_up_stops_every_node_on_the_signal(sig, processes, tmp_path, python_env, sim_model_dir):
-    expected = sorted(node_executables()) if processes == "per-node" else ["host_node"] * len(node_executables())
+    expected = {"per-node": sorted(node_executables()), "per-type": ["host_node"] * len(node_executables()),
+                "per-robot": ["host_node"]}[processes]      # one robot: one host with its five nodes
     with killed_on_exit(subprocess.Popen(
             [sys.executable, "-m", "efm_ros.cli", "up", "--robots", "1", "--model", str(sim_model_dir),
              "--episodes-dir", str(tmp_path / "episodes"), "--processes", processes],
@@ -55,7 +57,7 @@ def test_up_stops_every_node_on_the_signal(sig, processes, tmp_path, python_env,
         children = []
         while time.monotonic() < deadline:
             children = psutil.Process(up.pid).children()
-            if len(children) == len(node_executables()):
+            if len(children) == len(expected):
                 break
             time.sleep(0.2)
         names = sorted(psutil.Process(c.pid).cmdline()[1].rsplit("/", 1)[-1] for c in children)
