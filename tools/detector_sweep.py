@@ -1,0 +1,55 @@
+"""Could any operating point make the success detector good on the policy's own rollouts?
+(docs/results.md, the detector; experiment code: it reads the simulator's ground truth.)
+
+    .venv/bin/python tools/detector_sweep.py EVAL_DIR [EVAL_DIR ...] [--min-precision 0.9]
+    # e.g. runs/probe/eval_efm_sft_200 (written by `efm-ros eval --out`, e.g. tools/stage1_probe.sh)
+
+`efm-ros eval` keeps every rollout's d and per-frame ground truth (traces.npz). This replays the
+k-tick detector (calibrate.episode_level_detection, judged at its first firing as a deployed robot
+would end the episode) at every s on a grid and k in 1..6, and prints the calibrated point, the
+best recall among the points whose episode precision reaches --min-precision, and the best F1.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from efm_ros.learn.calibrate import episode_level_detection
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("eval_dirs", nargs="+")
+    p.add_argument("--min-precision", type=float, default=0.9)
+    args = p.parse_args(argv)
+    for path in args.eval_dirs:
+        z = np.load(Path(path) / "traces.npz")
+        off = z["offsets"]
+        d = [z["d"][a:b] for a, b in zip(off[:-1], off[1:])]
+        goals = [z["ground_truth"][a:b].astype(bool) for a, b in zip(off[:-1], off[1:])]
+        points = {}
+        for k in range(1, 7):
+            for s in np.round(np.arange(0.25, 15.01, 0.25), 2):
+                r = episode_level_detection(d, goals, float(s), k)
+                points[(k, float(s))] = (r.precision or 0.0, r.recall or 0.0, r.f1)
+        cal = episode_level_detection(d, goals, float(z["s"]), int(z["k"]))
+        print(f"{path}: {len(d)} rollouts, {sum(g.any() for g in goals)} reached their goal")
+        print(f"  calibrated s {float(z['s']):.2f}, k {int(z['k'])}: precision {cal.precision or 0:.2f}, "
+              f"recall {cal.recall or 0:.2f}")
+        ok = [(v[1], key) for key, v in points.items() if v[0] >= args.min_precision]
+        if ok:
+            rec, (k, s) = max(ok)
+            print(f"  best recall at precision >= {args.min_precision:g}: {rec:.2f} (s {s:g}, k {k})")
+        else:
+            best_p = max(points.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+            print(f"  no point reaches precision {args.min_precision:g}; the most precise: "
+                  f"{best_p[1][0]:.2f} / {best_p[1][1]:.2f} (s {best_p[0][1]:g}, k {best_p[0][0]})")
+        (k, s), (pr, rc, f1) = max(points.items(), key=lambda kv: kv[1][2])
+        print(f"  best F1: {f1:.2f} = precision {pr:.2f}, recall {rc:.2f} (s {s:g}, k {k})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
