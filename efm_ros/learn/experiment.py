@@ -116,14 +116,14 @@ def _practise(policy: Path, reward: Path, out: Path, budget: int, seed: int, wor
 def figure3(args) -> dict:
     out = Path(args.out)
     results = {"n": args.n, "si_fraction": args.si_fraction, "seeds": {}, "eval_episodes": args.eval_episodes}
-    robot = robot_of(args)
+    robot, sft = robot_of(args), sft_overrides(args)
     for seed in args.seeds:
         t0 = time.monotonic()
         sd = out / f"seed{seed}"
         small = _train_and_export(args.demos, args.n, seed, sd / "bc_n", steps=args.steps, threads=args.threads,
-                                  cache_dir=args.cache_dir, sft=sft_overrides(args))
+                                  cache_dir=args.cache_dir, sft=sft)
         large = _train_and_export(args.demos, 8 * args.n, seed, sd / "bc_8n", steps=args.steps_large or args.steps,
-                                  threads=args.threads, cache_dir=args.cache_dir, sft=sft_overrides(args))
+                                  threads=args.threads, cache_dir=args.cache_dir, sft=sft)
         budget = max(1, math.floor(args.si_fraction * args.n))
         si = _practise(small, small, sd / "si", budget, seed, args.workers, robot, args)
         row = {"BC(n)": evaluate(small, args.eval_episodes, args.workers, **robot),
@@ -173,13 +173,13 @@ def rm_ablation(args) -> dict:
     out = Path(args.out)
     results = {"n": args.n, "seeds": {}, "eval_episodes": args.eval_episodes}
     budget = max(1, math.floor(args.si_fraction * args.n))
-    robot = robot_of(args)
+    robot, sft = robot_of(args), sft_overrides(args)
     for seed in args.seeds:
         sd = out / f"seed{seed}"
         policy = _train_and_export(args.demos, args.n, seed, sd / "pretrained", steps=args.steps, threads=args.threads,
-                                   cache_dir=args.cache_dir, sft=sft_overrides(args))
+                                   cache_dir=args.cache_dir, sft=sft)
         scratch = _train_and_export(args.demos, args.n, seed, sd / "random_init", steps=args.steps, random_init=True,
-                                    threads=args.threads, cache_dir=args.cache_dir, sft=sft_overrides(args))
+                                    threads=args.threads, cache_dir=args.cache_dir, sft=sft)
         row = {"SFT(n)": evaluate(policy, args.eval_episodes, args.workers, **robot),
                "stage1": {"pretrained": _stage1_summary(policy), "random_init": _stage1_summary(scratch)}}
         for name, rm in (("SI, pretrained RM", policy), ("SI, random-init RM", scratch)):
