@@ -261,23 +261,50 @@ class Episode:
         log-prob and entropy are 0 (unknown, see the module docstring).
         """
         actions = np.asarray(actions, dtype=np.float32)
+        bins = action_bins or ActionBins(dims=actions.shape[-1])
+        data = {"termination_reason": "demonstration reached its goal", **(custom_data or {})}
+        return cls.from_rollout(robot=robot, episode_id=episode_id, instruction=instruction, frames=frames,
+                                actions=actions, tokens=bins.encode(actions), control_rate_hz=control_rate_hz,
+                                start_ns=start_ns, policy_version=DEMONSTRATOR_VERSION, end_event="success",
+                                outcome="success", custom_data=data)
+
+    @classmethod
+    def from_rollout(
+        cls,
+        *,
+        robot: str,
+        episode_id: str,
+        instruction: str,
+        frames: np.ndarray,
+        actions: np.ndarray,
+        tokens: np.ndarray,
+        control_rate_hz: float,
+        start_ns: int,
+        policy_version: str,
+        end_event: str,
+        outcome: str,
+        log_probs: np.ndarray | None = None,
+        entropies: np.ndarray | None = None,
+        custom_data: dict[str, str] | None = None,
+    ) -> Episode:
+        """An episode recorded off the live graph (a demonstration, an evaluation rollout) on the
+        synthetic clock: frame t is stamped ``start_ns + t * tick`` (tick = 1/control_rate_hz, in integer
+        ns), action t carries frame t's stamp; events START at frame 0 and ``end_event`` (one of
+        :data:`efm_ros.data.interfaces.EVENTS`) with ``outcome`` at frame T. Log-prob and entropy
+        default to 0 (unknown). ``custom_data["termination_reason"]`` says why it ended."""
+        actions = np.asarray(actions, dtype=np.float32)
         t = len(actions)
         tick_ns = int(round(1e9 / control_rate_hz))
         stamps = start_ns + tick_ns * np.arange(t + 1, dtype=np.int64)
-        bins = action_bins or ActionBins(dims=actions.shape[-1])
-        data = {
-            "source": DEMONSTRATOR_VERSION,
-            "policy_version": DEMONSTRATOR_VERSION,
-            "reward_model_version": "",
-            "control_rate_hz": repr(float(control_rate_hz)),
-            "termination_reason": "demonstration reached its goal",
-        }
+        data = {"source": policy_version, "policy_version": policy_version, "reward_model_version": "",
+                "control_rate_hz": repr(float(control_rate_hz)), "termination_reason": ""}
         data.update(custom_data or {})
         reason = data["termination_reason"]
         events = [
-            EventRecord(int(stamps[0]), "start", "unknown", "", 0, instruction, DEMONSTRATOR_VERSION, ""),
-            EventRecord(int(stamps[-1]), "success", "success", reason, t, instruction, DEMONSTRATOR_VERSION, ""),
+            EventRecord(int(stamps[0]), "start", "unknown", "", 0, instruction, policy_version, ""),
+            EventRecord(int(stamps[-1]), end_event, outcome, reason, t, instruction, policy_version, ""),
         ]
+        zeros = np.zeros(t, np.float32)
         return cls(
             robot=robot,
             episode_id=episode_id,
@@ -285,11 +312,11 @@ class Episode:
             frames=frames,
             frame_stamps_ns=stamps,
             actions=actions,
-            tokens=bins.encode(actions).astype(np.int32),
-            log_probs=np.zeros(t, np.float32),
-            entropies=np.zeros(t, np.float32),
-            policy_versions=[DEMONSTRATOR_VERSION] * t,
-            outcome="success",
+            tokens=np.asarray(tokens).astype(np.int32),
+            log_probs=zeros if log_probs is None else np.asarray(log_probs, np.float32),
+            entropies=zeros if entropies is None else np.asarray(entropies, np.float32),
+            policy_versions=[policy_version] * t,
+            outcome=outcome,
             termination_reason=reason,
             custom_data=data,
             events=events,

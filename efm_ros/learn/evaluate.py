@@ -118,6 +118,8 @@ class EvalConfig:
     """override s (default: the reward model's manifest)"""
     success_k: int | None = None
     """override k (default: the reward model's manifest)"""
+    record_dir: str | None = None
+    """write each episode as an episode bag here (``--record``; marks from ground truth: ``record_marks``)"""
 
 
 def evaluation_robot_kwargs(cfg: EvalConfig, image_size: int) -> dict:
@@ -182,11 +184,12 @@ class _Evaluator:
         instruction = robot.reset(seed=seed)
         frames = [np.array(robot.observe())]
         truth = [bool(robot.success())]
-        entropies, log_probs = [], []
+        entropies, log_probs, taken = [], [], []
         success_tick, limit, t = None, cfg.max_steps, 0
         while t < limit:
             prev = frames[-2] if len(frames) > 1 else frames[-1]       # prev_frame(0) = frame 0
-            action, _, log_prob, entropy = self.policy.act(frames[-1], prev, instruction, rng, greedy=cfg.greedy)
+            action, tokens, log_prob, entropy = self.policy.act(frames[-1], prev, instruction, rng, greedy=cfg.greedy)
+            taken.append((action, tokens, log_prob, entropy))
             robot.step(action)
             t += 1
             frames.append(np.array(robot.observe()))
@@ -201,6 +204,8 @@ class _Evaluator:
         d = np.asarray(d, dtype=np.float64)
         steps = success_tick if success_tick is not None else cfg.max_steps
         detection = episode_level_detection([d], [np.asarray(truth)], self.s, self.k).episodes[0]
+        if cfg.record_dir:
+            self._record(index, seed, instruction, stack, taken, success_tick)
         return {
             "index": int(index), "seed": seed, "family": robot_family(robot), "instruction": instruction,
             "success": success_tick is not None, "steps": int(steps), "success_tick": success_tick,
@@ -210,6 +215,48 @@ class _Evaluator:
             "d_start": float(d[0]), "d_end": float(d[steps]), "d_min": float(d.min()), "frames": int(len(d)),
             "d": d.tolist(), "ground_truth_frames": truth, "entropies": [float(e) for e in entropies],
         }
+
+
+    def _record(self, index: int, seed: int, instruction: str, frames: np.ndarray, taken: list, success_tick) -> Path:
+        """Write the episode as a bag in ``record_dir`` (id :func:`recorded_episode_id`); the ground
+        truth goes into its marks (``record_marks``), never into the bag's outcome."""
+        from efm_ros.data.bag import write_episode
+        from efm_ros.data.episode import Episode
+
+        cfg = self.cfg
+        action, tokens, log_prob, entropy = (np.array([x[i] for x in taken]) for i in range(4))
+        episode = Episode.from_rollout(
+            robot="eval_0", episode_id=recorded_episode_id(cfg.seed, index), instruction=instruction, frames=frames,
+            actions=action, tokens=tokens, log_probs=log_prob, entropies=entropy,
+            control_rate_hz=float(getattr(self.robot, "control_rate_hz", 10.0)),
+            start_ns=RECORD_CLOCK_BASE_NS + index * RECORD_CLOCK_EPISODE_STRIDE_NS,
+            policy_version=self.policy.version, end_event="timeout", outcome="unknown",
+            custom_data={"source": "efm-ros eval", "family": robot_family(self.robot), "seed": str(seed),
+                         "eval_seed": str(cfg.seed), "episode_index": str(index), "robot_backend": cfg.robot,
+                         "termination_reason": "evaluation stop (ground truth + confirmation ticks, or max_steps)"})
+        return write_episode(cfg.record_dir, episode, compression="zstd", fsync=False, replace_stale_staging=True)
+
+
+RECORD_CLOCK_BASE_NS = 1_900_000_000 * 10**9
+"""synthetic clock of recorded evaluation episodes (2030-03-17), apart from the demonstrations'"""
+RECORD_CLOCK_EPISODE_STRIDE_NS = 1000 * 10**9
+
+
+def recorded_episode_id(seed: int, index: int) -> str:
+    """Bag name of evaluation episode ``index`` of ``seed`` under ``--record``."""
+    return f"eval_s{int(seed)}_e{int(index):05d}"
+
+
+def record_marks(result: dict, record_dir: str | Path) -> int:
+    """Marks of the recorded episodes from the simulator's ground truth (``marked_by`` =
+    ``efm_ros.data.marks.SIMULATOR``): experiment data standing in for an operator's marks
+    (``efm-ros mark``), for ``train-sft --rollouts``. Success at the first ground-truth success tick."""
+    from efm_ros.data.marks import SIMULATOR, Mark, append_marks
+
+    seed = result["config"]["seed"]
+    marks = [Mark(recorded_episode_id(seed, r["index"]), "success" if r["success"] else "failure",
+                  r["success_tick"] if r["success"] else None, SIMULATOR) for r in result["episodes"]]
+    return append_marks(record_dir, marks)
 
 
 _WORKER: _Evaluator | None = None
@@ -320,7 +367,7 @@ def evaluate_policy(model_dir: str | Path, episodes: int, seed: int = 0, *,
                     max_demos: int | None = 200, workers: int = 1, threads: int = 1, greedy: bool = False,
                     robot: str = DEFAULT_ROBOT, robot_kwargs: dict | None = None,
                     providers: Sequence[str] | None = None, success_threshold: float | None = None,
-                    success_k: int | None = None, progress: bool = True) -> dict:
+                    success_k: int | None = None, record_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Run ``episodes`` evaluation episodes of the exported model and summarise them (no files).
 
     Returns a dict: SUMMARY_KEYS (schema, model, config, ground_truth, detector, policy,
@@ -338,7 +385,12 @@ def evaluate_policy(model_dir: str | Path, episodes: int, seed: int = 0, *,
                      families=None if families is None else tuple(families), greedy=greedy, robot=robot,
                      robot_kwargs=dict(robot_kwargs or {}), threads=threads,
                      providers=None if providers is None else tuple(providers),
-                     success_threshold=success_threshold, success_k=success_k)
+                     success_threshold=success_threshold, success_k=success_k,
+                     record_dir=None if record_dir is None else str(record_dir))
+    if record_dir is not None:
+        taken = [recorded_episode_id(seed, i) for i in range(episodes) if (Path(record_dir) / recorded_episode_id(seed, i)).exists()]
+        if taken:
+            raise ValueError(f"{record_dir} already holds {len(taken)} of these episodes (e.g. {taken[0]}); record elsewhere")
     t0 = time.perf_counter()
     local = _Evaluator(cfg)   # also validates models, robot and instructions before any worker starts
     records: dict[int, dict] = {}
@@ -558,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per process (default 1)")
     p.add_argument("--greedy", action="store_true", help="take the most likely action tokens instead of sampling")
+    p.add_argument("--record", metavar="DIR", help="also write every episode as an episode bag into DIR, marked from "
+                   "the simulator's ground truth (DIR/marks.csv; for train-sft --rollouts)")
     add_robot_arguments(p)
     p.add_argument("--no-plots", action="store_true", help="write no PNGs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -569,12 +623,14 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_policy(a.model, a.episodes, a.seed, reward_model_dir=a.reward_model, max_steps=a.max_steps,
                                  variant=a.variant, families=families, demos=a.demos, max_demos=a.max_demos,
                                  workers=a.workers, threads=a.threads, greedy=a.greedy, robot=a.robot,
-                                 robot_kwargs=robot_kwargs, progress=not a.quiet)
+                                 robot_kwargs=robot_kwargs, record_dir=a.record, progress=not a.quiet)
     except (ValueError, FileNotFoundError) as e:
         print(f"efm-ros eval: {e}", file=sys.stderr)
         return 2
     write_report(result, out, plots=not a.no_plots)
     print(format_summary(result))
+    if a.record:
+        print(f"recorded {record_marks(result, a.record)} episodes into {a.record} (marks: simulator ground truth)")
     print(f"report: {out}/summary.json, episodes.csv, traces.npz" + ("" if a.no_plots else ", *.png"))
     return 0
 

@@ -68,6 +68,18 @@ def steps_to_go_loss(stg_logits: torch.Tensor, stg_bins: torch.Tensor) -> torch.
     return -log_p.gather(-1, stg_bins.long().unsqueeze(-1)).squeeze(-1).mean()
 
 
+def censored_steps_to_go_loss(stg_logits: torch.Tensor, min_bins: torch.Tensor) -> torch.Tensor:
+    """Steps-to-go of frames whose goal was never reached (not in the paper; a departure, see
+    ``SFTConfig.rollouts``): a failed rollout of length T says only that from frame t more than
+    T - t steps remain, a right-censored label. L_cens = -mean_b log Σ_{k >= min_bin_b} p_stg(k | o_b, g_b),
+    min_bin = the first bin wholly above T - t (``StepsToGoBins.first_bin_at_least``).  -> scalar; (B, N), (B,) inputs.
+    """
+    log_p = stg_logits.log_softmax(-1)
+    bins = log_p.new_tensor(np.arange(log_p.shape[-1]))
+    tail = bins.unsqueeze(0) >= min_bins.to(bins.dtype).unsqueeze(-1)             # (B, N): bins the label allows
+    return -log_p.masked_fill(~tail, float("-inf")).logsumexp(-1).mean()
+
+
 def expected_steps_to_go(stg_logits, bin_values):
     """d(o, g) = Σ_k p_stg(k | o, g) · value_k (§2.1), value_k = ``StepsToGoBins.values``.
 

@@ -113,6 +113,14 @@ class SFTConfig:
     """its constructor arguments; None: the ones recorded in the bags"""
     topic_map: str | None = None
     """``demos`` are a lab's own rosbag2 recordings, read through this topic map (efm_ros.data.foreign)"""
+    rollouts: list[str] | None = None
+    """directories of recorded policy rollouts with an operator's marks (``efm-ros mark``; ``efm-ros eval
+    --record`` in simulation): steps-to-go trains on them too, BC never does (paper §5: "train steps-to-go
+    on labelled policy rollouts"). Only marked episodes are used, split by episode like the demos. A
+    rollout marked reached at step N gives frames 0..N the labels N - t, as a demonstration does; one
+    marked never reached gives every frame t the censored label "more than T - t" (a departure:
+    ``objectives.censored_steps_to_go_loss``), the only place a failure can teach d that a state is not
+    the goal. The held-out marked rollouts join the held-out demos in validation and in calibrating s."""
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -146,9 +154,24 @@ class Examples:
     """int64 (M,): feature row of the episode's last (goal) frame"""
     future: np.ndarray | None = None
     """BC with ``future`` > 0 only: int64 (M, K, D) tokens of a_{t+1} .. a_{t+K}, -1 past the episode's end"""
+    censored: np.ndarray | None = None
+    """steps-to-go of marked failed rollouts only: bool (M,), True where ``target`` is the smallest bin the
+    censored label "more than T - t steps" allows (None: every label is exact)"""
 
     def __len__(self) -> int:
         return len(self.cur)
+
+    def __add__(self, other: Examples) -> Examples:
+        """Both example sets, rows in order (the feature rows must index one table)."""
+        def cat(a, b):
+            return None if a is None and b is None else np.concatenate([a, b])
+        if (self.future is None) != (other.future is None):
+            raise ValueError("cannot join examples with and without future actions")
+        cens = None if self.censored is None and other.censored is None else np.concatenate(
+            [np.zeros(len(x), bool) if x.censored is None else x.censored for x in (self, other)])
+        return Examples(*(np.concatenate([getattr(self, f), getattr(other, f)])
+                          for f in ("cur", "prev", "text", "target", "label", "final")),
+                        cat(self.future, other.future), cens)
 
 
 def bc_examples(fs: EpisodeFeatures, episodes: np.ndarray, text_rows: np.ndarray, future: int = 0) -> Examples:
@@ -174,6 +197,48 @@ def stg_examples(fs: EpisodeFeatures, episodes: np.ndarray, text_rows: np.ndarra
     ep = episodes[e]
     steps_to_go = fs.lengths[ep] - t                         # label t' - t, t' = T (paper §1)
     return Examples(cur, prev, text_rows[ep], stg_bins.encode(steps_to_go), steps_to_go, fs.starts[ep] + fs.lengths[ep])
+
+
+def rollout_stg_examples(fs: EpisodeFeatures, marks: list, episodes: np.ndarray, text_rows: np.ndarray, stg_bins,
+                         row_offset: int = 0) -> Examples:
+    """Steps-to-go examples of marked policy rollouts (``SFTConfig.rollouts``): a rollout marked reached
+    at step N gives frames t = 0..N the exact labels N - t; one marked never reached gives frames
+    t = 0..T the censored labels "more than T - t": target = the first bin wholly above T - t
+    (``StepsToGoBins.first_bin_at_least(T - t + 1)``; with bins of 2 steps the last frame's bin 0,
+    {0, 1} steps, is excluded, which is what keeps d above a small s there), ``censored`` True.
+    ``row_offset`` is added to the feature rows (the rollouts' features follow the demos' in one table)."""
+    episodes = np.asarray(episodes, np.int64)
+    reached = np.array([marks[e].outcome == "success" for e in episodes], bool)
+    last = np.array([marks[e].goal_step if r else fs.lengths[e] for e, r in zip(episodes, reached)], np.int64)
+    if np.any(last > fs.lengths[episodes]):
+        bad = int(np.flatnonzero(last > fs.lengths[episodes])[0])
+        raise ValueError(f"rollout {fs.episode_ids[episodes[bad]]}: marked reached at step {last[bad]}, "
+                         f"past its last frame {fs.lengths[episodes[bad]]}")
+    cur, prev, e, t = frame_pairs(fs.starts[episodes], last, include_last=True)
+    to_go = last[e] - t
+    censored = ~reached[e]
+    target = np.where(censored, stg_bins.first_bin_at_least(to_go + 1), stg_bins.encode(to_go))
+    ep = episodes[e]
+    return Examples(cur + row_offset, prev + row_offset, text_rows[ep], target, to_go,
+                    fs.starts[ep] + last[e] + row_offset, None, censored)
+
+
+def stg_objective(stg_logits, ex: Examples, idx: np.ndarray):
+    """L_stg of examples ``idx`` (paper §1), exact labels and, for marked failed rollouts, censored ones
+    (``censored_steps_to_go_loss``), averaged over all of them.  -> scalar tensor."""
+    import torch
+
+    from efm_ros.learn.objectives import censored_steps_to_go_loss, steps_to_go_loss
+
+    target = torch.from_numpy(ex.target[idx])
+    if ex.censored is None or not ex.censored[idx].any():
+        return steps_to_go_loss(stg_logits, target)                                    # L_stg
+    cens = torch.from_numpy(ex.censored[idx])
+    n_cens = int(cens.sum())
+    loss = censored_steps_to_go_loss(stg_logits[cens], target[cens]) * n_cens
+    if n_cens < len(idx):
+        loss = loss + steps_to_go_loss(stg_logits[~cens], target[~cens]) * (len(idx) - n_cens)
+    return loss / len(idx)
 
 
 class EpochSampler:
@@ -220,12 +285,13 @@ def validate(model, feats, text, bc: Examples, stg: Examples, chunk: int = 1024)
     """Validation metrics over every held-out example (eval mode, no dropout)."""
     import torch
 
-    from efm_ros.learn.objectives import bc_loss, expected_steps_to_go, steps_to_go_loss
+    from efm_ros.learn.objectives import bc_loss, expected_steps_to_go
 
     was_training = model.training
     model.eval()
     sums = {"bc": 0.0, "acc": 0.0, "stg": 0.0, "mae": 0.0, "goal_d": 0.0}
-    goal = stg.label == 0
+    exact = np.ones(len(stg), bool) if stg.censored is None else ~stg.censored
+    goal = (stg.label == 0) & exact
     with torch.no_grad():
         for i in range(0, len(bc), chunk):
             idx = np.arange(i, min(i + chunk, len(bc)))
@@ -236,13 +302,13 @@ def validate(model, feats, text, bc: Examples, stg: Examples, chunk: int = 1024)
         for i in range(0, len(stg), chunk):
             idx = np.arange(i, min(i + chunk, len(stg)))
             _, logits = model.head(*_gather(feats, text, stg, idx))
-            sums["stg"] += float(steps_to_go_loss(logits, torch.from_numpy(stg.target[idx]))) * len(idx)
+            sums["stg"] += float(stg_objective(logits, stg, idx)) * len(idx)
             d = expected_steps_to_go(logits, model.stg_values).numpy()      # d(o, g) = Σ p_k value_k
-            sums["mae"] += float(np.abs(d - stg.label[idx]).sum())
+            sums["mae"] += float(np.abs(d - stg.label[idx])[exact[idx]].sum())
             sums["goal_d"] += float(d[goal[idx]].sum())
     model.train(was_training)
     return {"val_bc_loss": sums["bc"] / max(len(bc), 1), "val_token_acc": sums["acc"] / max(len(bc), 1),
-            "val_stg_loss": sums["stg"] / max(len(stg), 1), "val_d_mae": sums["mae"] / max(len(stg), 1),
+            "val_stg_loss": sums["stg"] / max(len(stg), 1), "val_d_mae": sums["mae"] / max(int(exact.sum()), 1),
             "val_d_goal": sums["goal_d"] / max(int(goal.sum()), 1)}
 
 
@@ -387,7 +453,7 @@ def fit_heads(model, feats, text, train_examples: tuple[Examples, Examples], val
     are tensors indexed by the Examples. Returns (validation rows, best rows by key, train seconds)."""
     import torch
 
-    from efm_ros.learn.objectives import bc_loss, steps_to_go_loss
+    from efm_ros.learn.objectives import bc_loss
     from efm_ros.model.network import save_checkpoint
 
     t_start = time.perf_counter() if t_start is None else t_start
@@ -433,7 +499,7 @@ def fit_heads(model, feats, text, train_examples: tuple[Examples, Examples], val
             z = model.trunk.hidden(h, g)
             action_logits, stg_logits = model.trunk.outputs(z)
         l_bc = bc_loss(action_logits[:n_bc], torch.from_numpy(bc_tr.target[i_bc]))           # L_BC
-        l_stg = steps_to_go_loss(stg_logits[n_bc:], torch.from_numpy(stg_tr.target[i_stg]))  # L_stg
+        l_stg = stg_objective(stg_logits[n_bc:], stg_tr, i_stg)                              # L_stg
         loss = l_bc + l_stg                                                                   # L = L_BC + L_stg
         if goal_frame is not None:                          # + w * L_goal-frame (a departure; SFTConfig)
             l_goal = goal_frame(h, cur, np.concatenate([bc_tr.final[i_bc], stg_tr.final[i_stg]]))
@@ -514,6 +580,15 @@ def train(cfg: SFTConfig) -> dict:
         paths = paths[:cfg.max_episodes]
     if len(paths) < 2:
         raise ValueError(f"{demos}: need at least 2 episodes (train + validation), found {len(paths)}")
+    marked = None
+    if cfg.rollouts:
+        from efm_ros.data.marks import MarkError, marked_rollouts
+
+        if cfg.goal_frame_weight > 0:
+            raise ValueError("--rollouts with --goal-frame-weight: a rollout marked failed has no goal frame")
+        marked = marked_rollouts(cfg.rollouts)
+        if not marked.paths:
+            raise MarkError(f"{', '.join(cfg.rollouts)}: no marked rollouts ({marked.unmarked} unmarked; efm-ros mark)")
     overrides = {"action_dims": demo_action_dims(paths[0]), **cfg.model_config}   # the robot's action size
     config = EFMConfig.from_dict({**EFMConfig().to_dict(), **overrides, "pretrained": not cfg.random_init})
     model = EFM(config)
@@ -523,22 +598,45 @@ def train(cfg: SFTConfig) -> dict:
     feature_seconds = time.perf_counter() - t0
     backend, backend_args = demo_robot(paths, cfg.robot, cfg.robot_args)
     instructions = serving_instructions(fs, robot_instruction_list(backend, backend_args, config.image_size))
+    if marked is not None:
+        rfs = cached_episode_features(marked.paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress)
+        if rfs.episode_ids != [p.name for p in marked.paths]:
+            raise ValueError("rollout bags whose episode id is not their directory name: cannot match their marks")
+        instructions += [t for t in dict.fromkeys(rfs.instructions) if t not in set(instructions)]
     table = embed_instructions(instructions, cache_dir / "instructions.npz")
     table.save(out / "instructions.npz")
     row_of = {t: i for i, t in enumerate(instructions)}
     text_rows = np.array([row_of[t] for t in fs.instructions], np.int64)
     text = torch.from_numpy(table.lookup(instructions))
-    feats = torch.from_numpy(fs.features)
-
     train_eps, val_eps = split_episodes(len(fs), cfg.val_fraction, cfg.seed)
     bins = config.stg_spec
     bc_tr, stg_tr = bc_examples(fs, train_eps, text_rows, cfg.future_actions), stg_examples(fs, train_eps, text_rows, bins)
     bc_va, stg_va = bc_examples(fs, val_eps, text_rows), stg_examples(fs, val_eps, text_rows, bins)
+    rollout_meta, rollouts_val = None, []
+    if marked is None:
+        feats = torch.from_numpy(fs.features)
+    else:   # steps-to-go also on the marked rollouts (SFTConfig.rollouts); their rows follow the demos'
+        r_text = np.array([row_of[t] for t in rfs.instructions], np.int64)
+        r_train, r_val = split_episodes(len(rfs), cfg.val_fraction, cfg.seed)
+        offset = len(fs.features)
+        r_tr = rollout_stg_examples(rfs, marked.marks, r_train, r_text, bins, offset)
+        r_va = rollout_stg_examples(rfs, marked.marks, r_val, r_text, bins, offset)
+        stg_tr, stg_va = stg_tr + r_tr, stg_va + r_va
+        feats = torch.from_numpy(np.concatenate([fs.features, rfs.features]))
+        fs.features = rfs.features = None                      # one copy of the table in memory
+        rollouts_val = [(marked.paths[i], marked.marks[i]) for i in r_val]
+        rollout_meta = {**marked.counts(), "train": len(r_train), "val": len(r_val),
+                        "stg_train_examples": len(r_tr), "censored_train_examples": int(r_tr.censored.sum()),
+                        "dirs": list(cfg.rollouts)}
+        print(f"train-sft: steps-to-go also on {len(marked.paths)} marked rollouts ({rollout_meta['success']} reached, "
+              f"{rollout_meta['failure']} not; marked by " + ", ".join(f"{k}: {v}" for k, v in
+                                                                      rollout_meta["marked_by"].items())
+              + f"; {marked.unmarked} unmarked skipped): {len(r_tr)} train examples", flush=True)
     n_bc, n_stg = split_batch(cfg.batch_size)
     steps = cfg.steps if cfg.epochs is None else max(1, math.ceil(cfg.epochs * len(bc_tr) / n_bc))
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     print(f"train-sft: {len(train_eps)} train / {len(val_eps)} val episodes, {len(bc_tr)} BC + {len(stg_tr)} "
-          f"steps-to-go train examples, {steps} steps of {n_bc}+{n_stg}, features {tuple(fs.features.shape)} "
+          f"steps-to-go train examples, {steps} steps of {n_bc}+{n_stg}, features {tuple(feats.shape)} "
           f"({feature_seconds:.0f} s)", flush=True)
 
     rows, best_metrics, train_time = fit_heads(model, feats, text, (bc_tr, stg_tr), (bc_va, stg_va), cfg, steps, out,
@@ -548,7 +646,8 @@ def train(cfg: SFTConfig) -> dict:
     plot_sft_curves(rows, out / "curves.png", best_metrics)
 
     # -- success threshold: reward model on held-out demos + failed rollouts ---------------------
-    calibration = calibrate_run(out, paths, val_eps, table, cfg, (backend, backend_args), config.image_size)
+    calibration = calibrate_run(out, paths, val_eps, table, cfg, (backend, backend_args), config.image_size,
+                                rollouts_val)
     cal = calibration["success_calibration"]
 
     pol, rm = best_metrics["val_bc_loss"], best_metrics["val_stg_loss"]
@@ -566,7 +665,8 @@ def train(cfg: SFTConfig) -> dict:
             "episodes": {"train": len(train_eps), "val": len(val_eps),
                          "val_ids": [fs.episode_ids[i] for i in val_eps],
                          "frames": int(fs.lengths.sum() + len(fs)), "mean_steps": float(fs.lengths.mean())},
-            "success_calibration": cal, "calibration_seconds": calibration["seconds"], "backbone_key": fs.meta["backbone_key"]}
+            "success_calibration": cal, "calibration_seconds": calibration["seconds"], "backbone_key": fs.meta["backbone_key"],
+            **({"rollouts": rollout_meta} if rollout_meta is not None else {})}
     (out / "train_meta.json").write_text(json.dumps(meta, indent=1))
     return meta
 
@@ -603,10 +703,12 @@ def features_d_fn(reward_model, extractor, table):
 
 
 def calibrate_run(out: Path, paths: list[Path], val_eps: np.ndarray, table, cfg: SFTConfig,
-                  robot: tuple[str, dict], image_size: int) -> dict:
+                  robot: tuple[str, dict], image_size: int, rollouts_val: list | None = None) -> dict:
     """Calibrate (s, k) of the success detector (``efm_ros.learn.calibrate``) with the selected
     reward model on the held-out demonstrations and, for demos of a simulated robot (``robot`` =
-    (backend, kwargs); ("", {}) for none), on failed rollouts of that robot."""
+    (backend, kwargs); ("", {}) for none), on failed rollouts of that robot; ``rollouts_val`` (path,
+    mark) pairs of held-out marked policy rollouts join them: reached ones cut at their goal step
+    as positives, the others as negatives."""
     from efm_ros.data import read_episode
     from efm_ros.learn.calibrate import calibrate_model, plot_roc, sim_failure_rollouts
     from efm_ros.model.export import OnnxFeatureExtractor
@@ -620,6 +722,12 @@ def calibrate_run(out: Path, paths: list[Path], val_eps: np.ndarray, table, cfg:
     n_fail = cfg.calibration_failures if backend else 0
     failures = sim_failure_rollouts(n_fail, seed=cfg.seed, image_size=image_size, robot=backend,
                                     robot_kwargs=backend_args) if n_fail else []
+    for path, mark in rollouts_val or []:
+        ep = read_episode(path)
+        if mark.outcome == "success":
+            demos.append((ep.frames[:mark.goal_step + 1], ep.instruction))
+        else:
+            failures.append((ep.frames, ep.instruction))
     cal = calibrate_model(features_d_fn(reward_model, extractor, table), demos, failures, progress=cfg.progress)
     plot_roc(cal, out / "success_roc.png")
     result = cal.train_meta()
@@ -669,6 +777,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "none for real-arm bags): its instructions are embedded, its failed rollouts calibrate s")
     p.add_argument("--robot-args", default=None, metavar="JSON",
                    help="constructor arguments of --robot, a JSON object (default: the ones recorded in the bags)")
+    p.add_argument("--rollouts", nargs="+", default=None, metavar="DIR",
+                   help="recorded policy rollouts with marks (efm-ros mark; eval --record in simulation): steps-to-go "
+                        "trains on the marked ones too, BC never (default: none)")
     p.add_argument("--model-config", default="{}",
                    help='EFMConfig overrides as JSON, e.g. \'{"trunk": "flatten"}\' (default: none)')
     p.epilog = __doc__[__doc__.index("One network"):]
@@ -690,15 +801,19 @@ def main(argv: list[str] | None = None) -> int:
                     eval_every=args.eval_every, calibration_failures=args.calibration_failures,
                     cache_dir=args.cache_dir, threads=args.threads, progress=not args.no_progress,
                     model_config=json.loads(args.model_config), robot=args.robot,
-                    robot_args=robot_args, topic_map=args.topic_map)
+                    robot_args=robot_args, topic_map=args.topic_map, rollouts=args.rollouts)
     if cfg.steps < 1 or cfg.eval_every < 1 or not 0 < cfg.val_fraction < 1 or cfg.batch_size < 2:
         print("train-sft: --steps, --eval-every >= 1, --batch-size >= 2, --val-fraction in (0, 1)", file=sys.stderr)
         return 2
+    if cfg.rollouts and cfg.goal_frame_weight > 0:
+        print("train-sft: --rollouts with --goal-frame-weight: a rollout marked failed has no goal frame", file=sys.stderr)
+        return 2
     from efm_ros.data.foreign import ForeignBagError
+    from efm_ros.data.marks import MarkError
 
     try:
         meta = train(cfg)
-    except (ForeignBagError, FileNotFoundError) as exc:
+    except (ForeignBagError, FileNotFoundError, MarkError) as exc:
         print(f"train-sft: {exc}", file=sys.stderr)
         return 2
     m = meta["metrics"]

@@ -76,5 +76,13 @@ class StepsToGoBins:
             raise ValueError("steps-to-go must be >= 0")
         return np.minimum((s // self.width).astype(np.int64), self.num_bins - 1)
 
+    def first_bin_at_least(self, steps) -> np.ndarray:
+        """Integer lower bound(s) m -> index of the first bin whose every step count is >= m (the last
+        bin for m past t_max): the censored label "at least m steps to go" allows that bin and above."""
+        s = np.asarray(steps)
+        if np.any(s < 0):
+            raise ValueError("steps-to-go must be >= 0")
+        return np.minimum(np.ceil(s / self.width).astype(np.int64), self.num_bins - 1)
+
     def to_dict(self) -> dict:
         return {"t_max": self.t_max, "num_bins": self.num_bins}

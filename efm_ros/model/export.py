@@ -36,6 +36,7 @@ so a node watching ``models/`` never sees a half-written version.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import logging
 import shutil
@@ -431,6 +432,23 @@ def load_run(run_dir: str | Path) -> tuple[EFM, EFM, dict, InstructionTable]:
     return policy, reward_model, meta, table
 
 
+REWARD_METRICS = ("val_stg_loss", "val_d_mae", "val_d_goal", "reward_model_step", "success_episode_precision",
+                  "success_episode_recall", "success_frame_precision", "success_frame_recall", "success_roc_auc")
+"""train_meta metrics that describe the reward model (``--reward-run`` takes them from its run)"""
+
+
+def reward_run_meta(meta: dict, reward_run: str | Path) -> dict:
+    """``meta`` of the policy's run with the reward model's facts from ``reward_run``'s train_meta:
+    success threshold s and k, the reward metrics, and where they came from."""
+    rmeta = json.loads((Path(reward_run) / "train_meta.json").read_text())
+    out = {**meta, "success_threshold": rmeta["success_threshold"], "success_k": rmeta["success_k"],
+           "metrics": {**meta["metrics"], **{k: rmeta["metrics"][k] for k in REWARD_METRICS if k in rmeta["metrics"]}},
+           "reward_run": {"dir": str(reward_run), "data_hash": rmeta.get("data_hash", ""),
+                          **({"rollouts": rmeta["rollouts"]} if "rollouts" in rmeta else {})}}
+    out["instructions"] = list(dict.fromkeys([*meta.get("instructions", []), *rmeta.get("instructions", [])]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="efm-ros export", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -441,10 +459,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="text file, one instruction per line, to add to the table (repeatable)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
     ap.add_argument("--signing-key", type=Path, help="Ed25519 private key (efm-ros keygen) that signs the manifest")
+    ap.add_argument("--reward-run", type=Path, help="take the reward model, its metrics and its success threshold s / k "
+                    "from this run instead (same network config), e.g. steps-to-go retrained on marked rollouts "
+                    "(train-sft --rollouts) under the policy of RUN")
     ap.epilog = __doc__[__doc__.index("Run directory"):__doc__.index("Usage:")]
     args = ap.parse_args(argv)
 
     policy, reward_model, meta, table = load_run(args.run)
+    if args.reward_run is not None:
+        meta = reward_run_meta(meta, args.reward_run)
+        _, reward_model, _, reward_table = load_run(args.reward_run)
+        if reward_model.config != policy.config:
+            print(f"efm-ros export: {args.reward_run} has another network config than {args.run}", file=sys.stderr)
+            return 2
+        for text in reward_table:
+            if text not in table:
+                table.add(text, reward_table[text])
     extra = list(meta.get("instructions", []))
     for f in args.instructions:
         extra += [line.strip() for line in f.read_text().splitlines() if line.strip()]

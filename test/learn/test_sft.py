@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from efm_ros.learn.features import EpisodeFeatures, frame_pairs, prev_frame_index
+from efm_ros.learn.features import frame_pairs, prev_frame_index
 from efm_ros.learn.sft import (
     EpochSampler,
     SFTConfig,
@@ -20,18 +20,7 @@ from efm_ros.learn.sft import (
     stg_examples,
 )
 from efm_ros.model.bins import StepsToGoBins
-
-
-def toy_features(lengths=(3, 5)) -> EpisodeFeatures:
-    """Two episodes whose feature rows are numbered 0..F-1 and tokens encode (episode, t)."""
-    lengths = np.asarray(lengths, np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
-    token_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    tokens = np.concatenate([np.stack([np.full(T, e), np.arange(T)], 1) for e, T in enumerate(lengths)])
-    return EpisodeFeatures(features=np.zeros((int((lengths + 1).sum()), 1, 1, 1), np.float32),
-                           episode_ids=[f"ep{e}" for e in range(len(lengths))],
-                           instructions=[f"instr {e}" for e in range(len(lengths))], starts=starts,
-                           lengths=lengths, tokens=tokens, token_starts=token_starts, meta={})
+from feature_helpers import toy_features
 
 
 def test_prev_frame_of_first_frame_is_itself():
