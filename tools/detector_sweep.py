@@ -7,7 +7,8 @@
 `efm-ros eval` keeps every rollout's d and per-frame ground truth (traces.npz). This replays the
 k-tick detector (calibrate.episode_level_detection, judged at its first firing as a deployed robot
 would end the episode) at every s on a grid and k in 1..6, and prints the calibrated point, the
-best recall among the points whose episode precision reaches --min-precision, and the best F1.
+best recall among the points whose episode precision reaches --min-precision, the best F1 with its
+outcome mix, and how well d separates goal frames and reached episodes at any operating point (ROC AUC).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from efm_ros.learn.calibrate import episode_level_detection
+from efm_ros.learn.calibrate import episode_level_detection, roc_curve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +49,19 @@ def main(argv: list[str] | None = None) -> int:
                   f"{best_p[1][0]:.2f} / {best_p[1][1]:.2f} (s {best_p[0][1]:g}, k {best_p[0][0]})")
         (k, s), (pr, rc, f1) = max(points.items(), key=lambda kv: kv[1][2])
         print(f"  best F1: {f1:.2f} = precision {pr:.2f}, recall {rc:.2f} (s {s:g}, k {k})")
+        r = episode_level_detection(d, goals, s, k)
+        early = [e.early_by for e in r.episodes if e.outcome == "early"]
+        print(f"  there: {r.counts}; early by 1-2 steps: {sum(e <= 2 for e in early)} of {len(early)}")
+        # separation, whatever the operating point: frames (goal vs not) and episodes (reached vs min d)
+        frame_auc = roc_curve(np.concatenate(d), np.concatenate(goals)).auc()
+        reached = np.array([g.any() for g in goals])
+        episode_auc = roc_curve(np.array([x.min() for x in d]), reached).auc()
+        fail_min = np.array([x.min() for x, g in zip(d, goals) if not g.any()])
+        pre_goal = [x[:int(np.argmax(g))].min() for x, g in zip(d, goals) if g.any() and np.argmax(g) > 0]
+        at_goal = [x[int(np.argmax(g))] for x, g in zip(d, goals) if g.any()]
+        print(f"  AUC: frames {frame_auc:.3f}, episodes (min d) {episode_auc:.3f}; median d at the goal "
+              f"{np.median(at_goal):.2f}, before it {np.median(pre_goal):.2f}; min d of episodes that never reach it: "
+              f"median {np.median(fail_min):.2f}, 10th percentile {np.percentile(fail_min, 10):.2f}")
     return 0
 
 

@@ -601,7 +601,7 @@ def train(cfg: SFTConfig) -> dict:
     if marked is not None:
         rfs = cached_episode_features(marked.paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress)
         if rfs.episode_ids != [p.name for p in marked.paths]:
-            raise ValueError("rollout bags whose episode id is not their directory name: cannot match their marks")
+            raise MarkError("rollout bags whose episode id is not their directory name: cannot match their marks")
         instructions += [t for t in dict.fromkeys(rfs.instructions) if t not in set(instructions)]
     table = embed_instructions(instructions, cache_dir / "instructions.npz")
     table.save(out / "instructions.npz")

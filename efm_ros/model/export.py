@@ -36,7 +36,6 @@ so a node watching ``models/`` never sees a half-written version.
 from __future__ import annotations
 
 import argparse
-import sys
 import json
 import logging
 import shutil
@@ -460,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
     ap.add_argument("--signing-key", type=Path, help="Ed25519 private key (efm-ros keygen) that signs the manifest")
     ap.add_argument("--reward-run", type=Path, help="take the reward model, its metrics and its success threshold s / k "
-                    "from this run instead (same network config), e.g. steps-to-go retrained on marked rollouts "
+                    "from this run instead (its own network config, the same image size), e.g. steps-to-go retrained on marked rollouts "
                     "(train-sft --rollouts) under the policy of RUN")
     ap.epilog = __doc__[__doc__.index("Run directory"):__doc__.index("Usage:")]
     args = ap.parse_args(argv)
@@ -468,10 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     policy, reward_model, meta, table = load_run(args.run)
     if args.reward_run is not None:
         meta = reward_run_meta(meta, args.reward_run)
-        _, reward_model, _, reward_table = load_run(args.reward_run)
-        if reward_model.config != policy.config:
-            print(f"efm-ros export: {args.reward_run} has another network config than {args.run}", file=sys.stderr)
-            return 2
+        _, reward_model, _, reward_table = load_run(args.reward_run)   # its own config (e.g. stg_bins); same image size
         for text in reward_table:
             if text not in table:
                 table.add(text, reward_table[text])
