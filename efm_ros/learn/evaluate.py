@@ -29,7 +29,8 @@ Reported (``summary.json``; ground truth and detector in separate sections):
 - steps_to_go (with ``--demos``): Spearman rank correlation of d with the true remaining steps
   T - t on held-out demonstration bags, and the detector's per-frame statistics there.
 Also ``episodes.csv`` (one row per episode), ``traces.npz`` (d and ground truth per frame) and
-plots. The core is :func:`evaluate_policy` (no files); :func:`write_report` writes them.
+plots. ``--record DIR`` also writes every episode as an episode bag into DIR with marks from the
+simulator's ground truth (``efm_ros.data.marks``; data for ``train-sft --rollouts``). The core is :func:`evaluate_policy` (no files); :func:`write_report` writes them.
 """
 from __future__ import annotations
 
