@@ -378,9 +378,9 @@ def robot_instruction_list(backend: str, kwargs: dict, image_size: int) -> list[
 
 def serving_instructions(fs: EpisodeFeatures, robot_instructions: list[str]) -> list[str]:
     """The demos' instructions, plus every instruction of the robot the demos were recorded on (so
-    the exported model can be asked any of them, e.g. in Stage 2)."""
-    out = list(dict.fromkeys(fs.instructions))
-    return out + [t for t in robot_instructions if t not in set(out)]
+    the exported model can be asked any of them, e.g. in Stage 2) and of any marked rollouts; each
+    once, in order of first appearance."""
+    return list(dict.fromkeys([*fs.instructions, *robot_instructions]))
 
 
 def demo_action_dims(path: Path) -> int:
@@ -597,12 +597,12 @@ def train(cfg: SFTConfig) -> dict:
     fs = cached_episode_features(paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress)
     feature_seconds = time.perf_counter() - t0
     backend, backend_args = demo_robot(paths, cfg.robot, cfg.robot_args)
-    instructions = serving_instructions(fs, robot_instruction_list(backend, backend_args, config.image_size))
     if marked is not None:
         rfs = cached_episode_features(marked.paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress)
         if rfs.episode_ids != [p.name for p in marked.paths]:
             raise MarkError("rollout bags whose episode id is not their directory name: cannot match their marks")
-        instructions += [t for t in dict.fromkeys(rfs.instructions) if t not in set(instructions)]
+    instructions = serving_instructions(fs, [*robot_instruction_list(backend, backend_args, config.image_size),
+                                             *(rfs.instructions if marked is not None else [])])
     table = embed_instructions(instructions, cache_dir / "instructions.npz")
     table.save(out / "instructions.npz")
     row_of = {t: i for i, t in enumerate(instructions)}

@@ -436,10 +436,9 @@ REWARD_METRICS = ("val_stg_loss", "val_d_mae", "val_d_goal", "reward_model_step"
 """train_meta metrics that describe the reward model (``--reward-run`` takes them from its run)"""
 
 
-def reward_run_meta(meta: dict, reward_run: str | Path) -> dict:
+def reward_run_meta(meta: dict, rmeta: dict, reward_run: str | Path) -> dict:
     """``meta`` of the policy's run with the reward model's facts from ``reward_run``'s train_meta:
     success threshold s and k, the reward metrics, and where they came from."""
-    rmeta = json.loads((Path(reward_run) / "train_meta.json").read_text())
     out = {**meta, "success_threshold": rmeta["success_threshold"], "success_k": rmeta["success_k"],
            "metrics": {**meta["metrics"], **{k: rmeta["metrics"][k] for k in REWARD_METRICS if k in rmeta["metrics"]}},
            "reward_run": {"dir": str(reward_run), "data_hash": rmeta.get("data_hash", ""),
@@ -466,8 +465,8 @@ def main(argv: list[str] | None = None) -> int:
 
     policy, reward_model, meta, table = load_run(args.run)
     if args.reward_run is not None:
-        meta = reward_run_meta(meta, args.reward_run)
-        _, reward_model, _, reward_table = load_run(args.reward_run)   # its own config (e.g. stg_bins); same image size
+        _, reward_model, reward_meta, reward_table = load_run(args.reward_run)   # its own config (e.g. stg_bins)
+        meta = reward_run_meta(meta, reward_meta, args.reward_run)
         for text in reward_table:
             if text not in table:
                 table.add(text, reward_table[text])
