@@ -4,7 +4,7 @@
 #      demonstrator: noise_std 0.05, speed 0.8-1.0; the same bags as e00000..e00799 of data/stage1/demos_v2_s0_6400),
 #   2. Stage-1 SFT (keypoint head, previous-frame dropout 0.5, BC + steps-to-go, 3000 steps, seed 0;
 #      calibrates s and k at the end),
-#   3. export policy + reward graphs with their manifest into models/efm_sft.
+#   3. export policy + reward graphs (and both split at the shared backbone) with their manifest into models/efm_sft.
 # This is SFT(n = 800), seed 0, of docs/results.md: the starting point of Stage 2 and of `make demo`
 # (the same run as runs/fig3/n800/seed0/bc_n of `efm-ros experiment figure3`; data_hash dee0697e...).
 #   bash tools/make_bundled_model.sh            # or: N=800 STEPS=3000 SEED=0 bash tools/make_bundled_model.sh

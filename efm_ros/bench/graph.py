@@ -101,16 +101,26 @@ def _observe(robots: int, seconds: float, warmup: float, startup_timeout: float,
 
 
 def floor_ms(model: str, seconds: float = 3.0) -> np.ndarray:
-    """One control tick's inference alone (both heads, batch 1, one ORT thread): the physical floor."""
+    """One control tick's inference alone (both heads, batch 1, one ORT thread): the physical floor.
+    Each tick sees a new frame and the previous tick's frame, as on the robot (so a model with split
+    graphs runs its backbone once a tick: the memo holds fewer frames than the ring cycles through)."""
     from efm_ros.bench.model import latency_ms
-    from efm_ros.model.runtime import load_model
+    from efm_ros.model.runtime import FeatureMemo, load_model
 
-    m = load_model(model, intra_op_threads=1)
+    memo = FeatureMemo()
+    m = load_model(model, intra_op_threads=1, memo=memo)
     rng = np.random.default_rng(0)
     size = m.image_size
-    frame, prev = (rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(2))
+    frames = rng.integers(0, 256, (2 * memo.capacity, size, size, 3), dtype=np.uint8)
     text = next(iter(m.instructions))
-    return latency_ms(lambda: (m.act(frame, prev, text, rng), m.steps_to_go(frame, prev, text)), seconds)
+    tick = iter(range(1 << 62))
+
+    def one_tick():
+        t = next(tick)
+        frame, prev = frames[t % len(frames)], frames[(t - 1) % len(frames)]
+        m.act(frame, prev, text, rng)
+        m.steps_to_go(frame, prev, text)
+    return latency_ms(one_tick, seconds)
 
 
 def run(robots: int, seconds: float, model: str, processes: str, warmup: float, startup_timeout: float = 60.0,

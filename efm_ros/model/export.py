@@ -10,6 +10,17 @@ byte-identical across versions. Both graphs carry the preprocessing (uint8 NHWC 
     reward.onnx  same inputs
                  -> stg_logits (B,N), stg_probs (B,N), expected_steps (B,) = d(o,g) (§2.1)
 
+When both checkpoints share one frozen backbone (always, unless a backbone was fine-tuned apart),
+the same two functions are also written split at the backbone, so that a robot runs the backbone
+once per camera frame instead of four times per tick (current + previous frame, two graphs):
+
+    backbone.onnx     frame (B,S,S,3) uint8 -> features (B,C,h,w) float32 (preprocessing inside)
+    policy_head.onnx  features, prev_features (B,C,h,w), instruction_embedding -> as policy.onnx
+    reward_head.onnx  same inputs -> as reward.onnx
+
+head(backbone(frame), backbone(prev_frame)) is parity-checked against torch like the full graphs
+(keys ``split:<output>``); the runtime (efm_ros.model.runtime) prefers the split graphs.
+
 Run directory (what the trainer writes; ``export`` reads it):
 
     RUN/
@@ -28,6 +39,7 @@ Run directory (what the trainer writes; ``export`` reads it):
 
 Usage:
     efm-ros export runs/stage1 --out models/v001                    # version = "v001"
+    efm-ros export models/old --out models/old_split                # export a model directory again (same version)
     efm-ros export runs/iter7 --out models/v008 --instructions sim_instructions.txt --force
 
 The model directory is written next to its destination and renamed into place once it verifies,
@@ -50,14 +62,16 @@ import torch.nn as nn
 
 import efm_ros
 from efm_ros.learn.objectives import expected_steps_to_go
-from efm_ros.model.manifest import MANIFEST_NAME, io_spec, verify_manifest, write_manifest
+from efm_ros.model.manifest import MANIFEST_NAME, SPLIT_ROLES, io_spec, verify_manifest, write_manifest
 from efm_ros.model.network import EFM, EFMConfig, load_checkpoint, random_inputs, save_checkpoint
 from efm_ros.model.text import ENCODER_NAME, InstructionEncoder, InstructionTable
 
 INPUT_NAMES = ("frame", "prev_frame", "instruction_embedding")
+HEAD_INPUT_NAMES = ("features", "prev_features", "instruction_embedding")
 POLICY_OUTPUTS = ("action_logits", "action_probs")
 REWARD_OUTPUTS = ("stg_logits", "stg_probs", "expected_steps")
-GRAPH_FILES = {"policy": "policy.onnx", "reward": "reward.onnx"}
+GRAPH_FILES = {"policy": "policy.onnx", "reward": "reward.onnx",
+               "backbone": "backbone.onnx", "policy_head": "policy_head.onnx", "reward_head": "reward_head.onnx"}
 INSTRUCTIONS_FILE = "instructions.npz"
 OPSET = 18
 PARITY_TOLERANCE = 1e-3  # export refuses a graph whose outputs drift more than this from torch
@@ -65,29 +79,64 @@ CHECKPOINT_FILES = {"policy": "policy.safetensors", "reward": "reward_model.safe
 RUN_FILES = ("config.json", "policy.safetensors", "reward_model.safetensors", "train_meta.json")
 
 
-class PolicyGraph(nn.Module):
-    """The exported policy: frames + instruction embedding -> action logits and probabilities."""
+class PolicyHeadGraph(nn.Module):
+    """``policy_head.onnx``: features of the current and previous frame + instruction -> action."""
 
     def __init__(self, efm: EFM):
         super().__init__()
         self.efm = efm
 
-    def forward(self, frame, prev_frame, instruction_embedding):
-        action_logits, _ = self.efm(frame, prev_frame, instruction_embedding)
+    def forward(self, features, prev_features, instruction_embedding):
+        action_logits, _ = self.efm.head(features, prev_features, instruction_embedding)
         return action_logits, action_logits.softmax(-1)
 
 
-class RewardGraph(nn.Module):
-    """The exported reward/success model: frames + instruction -> steps-to-go distribution and d."""
+class PolicyGraph(PolicyHeadGraph):
+    """``policy.onnx``: frames + instruction embedding -> action logits and probabilities."""
+
+    def forward(self, frame, prev_frame, instruction_embedding):
+        return super().forward(self.efm.backbone_features(frame), self.efm.backbone_features(prev_frame),
+                               instruction_embedding)
+
+
+class RewardHeadGraph(nn.Module):
+    """``reward_head.onnx``: features of the current and previous frame + instruction -> d(o,g)."""
 
     def __init__(self, efm: EFM):
         super().__init__()
         self.efm = efm
 
-    def forward(self, frame, prev_frame, instruction_embedding):
-        _, stg_logits = self.efm(frame, prev_frame, instruction_embedding)
+    def forward(self, features, prev_features, instruction_embedding):
+        _, stg_logits = self.efm.head(features, prev_features, instruction_embedding)
         d = expected_steps_to_go(stg_logits, self.efm.stg_values)   # d(o,g) = Σ p_k value_k
         return stg_logits, stg_logits.softmax(-1), d
+
+
+class RewardGraph(RewardHeadGraph):
+    """``reward.onnx``: frames + instruction -> steps-to-go distribution and d (§2.1)."""
+
+    def forward(self, frame, prev_frame, instruction_embedding):
+        return super().forward(self.efm.backbone_features(frame), self.efm.backbone_features(prev_frame),
+                               instruction_embedding)
+
+
+def shares_backbone(policy: EFM, reward_model: EFM) -> bool:
+    """True when one backbone graph serves both checkpoints: camera models whose frozen backbones
+    have the same configuration and the same weights (a Stage-2 policy and its Stage-1 judge)."""
+    a, b = policy.config, reward_model.config
+    if policy.is_state or not (a.freeze_backbone and b.freeze_backbone):
+        return False
+    if (a.backbone, a.image_size, policy.feature_shape) != (b.backbone, b.image_size, reward_model.feature_shape):
+        return False
+    sa, sb = policy.backbone.state_dict(), reward_model.backbone.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def _head_inputs(model: EFM, batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features, prev_features, text) of random frames: example inputs of the head graphs."""
+    frame, prev, text = random_inputs(model.config, batch, seed)
+    with torch.no_grad():
+        return model.backbone_features(frame), model.backbone_features(prev), text
 
 
 def graph_specs(config: EFMConfig) -> dict[str, dict]:
@@ -104,6 +153,18 @@ def graph_specs(config: EFMConfig) -> dict[str, dict]:
                                io_spec("stg_probs", ["batch", n], "float32"),
                                io_spec("expected_steps", ["batch"], "float32")]},
     }
+
+
+def split_graph_specs(model: EFM, reward_model: EFM) -> dict[str, dict]:
+    """Specs of the graphs split at the shared backbone (see the module docstring)."""
+    full = {"policy": graph_specs(model.config)["policy"], "reward": graph_specs(reward_model.config)["reward"]}
+    feat = ["batch", *model.feature_shape]
+    head_inputs = [io_spec("features", feat, "float32"), io_spec("prev_features", feat, "float32"),
+                   full["policy"]["inputs"][2]]
+    return {"backbone": {"file": GRAPH_FILES["backbone"], "inputs": full["policy"]["inputs"][:1],
+                         "outputs": [io_spec("features", feat, "float32")]},
+            "policy_head": {"file": GRAPH_FILES["policy_head"], "inputs": head_inputs, "outputs": full["policy"]["outputs"]},
+            "reward_head": {"file": GRAPH_FILES["reward_head"], "inputs": head_inputs, "outputs": full["reward"]["outputs"]}}
 
 
 def _export_graph(module: nn.Module, path: Path, example: tuple, input_names, output_names,
@@ -135,11 +196,29 @@ def _export_graph(module: nn.Module, path: Path, example: tuple, input_names, ou
             module.eval()   # the legacy exporter can leave wrapped modules in train mode
 
 
+def graph_module(role: str, model: EFM) -> tuple[nn.Module, tuple, tuple, tuple]:
+    """(torch module, example inputs, input names, output names) of the graph ``role``: the one
+    description of what each exported graph computes, for export, templates and parity."""
+    if role == "policy":
+        return PolicyGraph(model), random_inputs(model.config, 2), INPUT_NAMES, POLICY_OUTPUTS
+    if role == "reward":
+        return RewardGraph(model), random_inputs(model.config, 2), INPUT_NAMES, REWARD_OUTPUTS
+    if role == "backbone":
+        return BackboneGraph(model), random_inputs(model.config, 2)[:1], ("frame",), ("features",)
+    if role == "policy_head":
+        return PolicyHeadGraph(model), _head_inputs(model, 2), HEAD_INPUT_NAMES, POLICY_OUTPUTS
+    if role == "reward_head":
+        return RewardHeadGraph(model), _head_inputs(model, 2), HEAD_INPUT_NAMES, REWARD_OUTPUTS
+    raise ValueError(f"unknown graph role {role!r}; expected one of {list(GRAPH_FILES)}")
+
+
 def export_onnx(model: EFM, out_dir: str | Path, *, reward_model: EFM | None = None,
-                opset: int = OPSET, roles: tuple[str, ...] = ("policy", "reward")) -> dict[str, dict]:
-    """Write ``policy.onnx`` (from ``model``) and ``reward.onnx`` (from ``reward_model``, default
-    ``model``) into ``out_dir``, or only the graphs named in ``roles``; returns both specs
-    (``graph_specs``). Batch size is dynamic."""
+                opset: int = OPSET, roles: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """Write the graphs named in ``roles`` into ``out_dir``: ``policy.onnx`` (from ``model``),
+    ``reward.onnx`` (from ``reward_model``, default ``model``) and, when the two share their
+    backbone (:func:`shares_backbone`), the split graphs (``SPLIT_ROLES``; backbone and reward
+    head from ``reward_model``). Default: every graph the pair has. Returns the specs of every
+    graph the pair has (``graph_specs``, ``split_graph_specs``). Batch size is dynamic."""
     reward_model = reward_model or model
     if reward_model.config.image_size != model.config.image_size:
         raise ValueError("policy and reward model must take the same frame size")
@@ -147,14 +226,18 @@ def export_onnx(model: EFM, out_dir: str | Path, *, reward_model: EFM | None = N
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = graph_specs(model.config)
     specs["reward"]["outputs"] = graph_specs(reward_model.config)["reward"]["outputs"]
+    if shares_backbone(model, reward_model):
+        specs.update(split_graph_specs(model, reward_model))
+    roles = tuple(specs) if roles is None else roles
+    missing = [r for r in roles if r not in specs]
+    if missing:
+        raise ValueError(f"cannot write {missing}: the policy and the reward model do not share one frozen backbone")
     modes = [(m, m.training) for m in (model, reward_model)]
     try:
-        if "policy" in roles:
-            _export_graph(PolicyGraph(model), out_dir / GRAPH_FILES["policy"], random_inputs(model.config, 2),
-                          INPUT_NAMES, POLICY_OUTPUTS, opset)
-        if "reward" in roles:
-            _export_graph(RewardGraph(reward_model), out_dir / GRAPH_FILES["reward"],
-                          random_inputs(reward_model.config, 2), INPUT_NAMES, REWARD_OUTPUTS, opset)
+        for role in roles:
+            source = model if role in ("policy", "policy_head") else reward_model
+            module, example, inputs, outputs = graph_module(role, source)
+            _export_graph(module, out_dir / GRAPH_FILES[role], example, inputs, outputs, opset)
     finally:
         for m, training in modes:   # a trainer exporting mid-run gets its modes back
             m.train(training)
@@ -162,44 +245,57 @@ def export_onnx(model: EFM, out_dir: str | Path, *, reward_model: EFM | None = N
 
 
 class PolicyGraphTemplate:
-    """A policy graph traced once, whose weights are refreshed for every later version of the same
-    network (Stage 2: the architecture never changes between versions, only the weights).
+    """The policy graphs traced once, whose weights are refreshed for every later version of the
+    same network (Stage 2: the architecture never changes between versions, only the weights).
 
     Tracing and exporting the EFM takes 5-10 s on a CPU, on the critical path of a fleet's version
-    switch (issue 12). The template is exported without constant folding, so every parameter and
-    buffer the policy graph uses is an initializer named after it; :meth:`write` copies the
+    switch (issue 12). Each graph of ``roles`` (``policy``, and ``policy_head`` when the backbone
+    is frozen, so that the split graphs exist) is exported once without constant folding, so every
+    parameter and buffer it uses is an initializer named after it; :meth:`write` copies the
     model's current tensors into them and then runs the exporter's own optimiser (onnxscript's
-    ``optimize_ir``: without it the graph runs ~3x slower in ONNX Runtime), ~0.3-0.5 s in all. Nothing that the graph uses can be missed: at
-    construction every state tensor that is not an initializer must be unused by the policy
-    outputs (no gradient reaches it; the steps-to-go head, BatchNorm counters), else ValueError.
-    ``export_model(policy_template=...)`` still checks ORT-vs-torch parity of the written graph."""
+    ``optimize_ir``: without it the graph runs ~3x slower in ONNX Runtime), ~0.3-0.5 s per graph.
+    Nothing that a graph uses can be missed: at construction every state tensor that is not an
+    initializer must be unused by its outputs (no gradient reaches it; the steps-to-go head,
+    BatchNorm counters, the backbone for the head), else ValueError.
+    ``export_model(policy_template=...)`` still checks ORT-vs-torch parity of the written graphs."""
 
-    PREFIX = "efm."   # PolicyGraph's attribute holding the EFM
+    PREFIX = "efm."   # the graph modules' attribute holding the EFM
 
-    def __init__(self, model: EFM, opset: int = OPSET):
+    def __init__(self, model: EFM, opset: int = OPSET, roles: tuple[str, ...] | None = None):
         import onnx
 
+        if roles is None:
+            roles = ("policy", "policy_head") if shares_backbone(model, model) else ("policy",)
         was_training = model.training
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / GRAPH_FILES["policy"]
-            _export_graph(PolicyGraph(model), path, random_inputs(model.config, 2), INPUT_NAMES, POLICY_OUTPUTS,
-                          opset, optimize=False)
-            self.proto = onnx.load(str(path))
-        model.train(was_training)
         self.config = model.config.to_dict()
-        self._index = {init.name: i for i, init in enumerate(self.proto.graph.initializer)}
         state = model.state_dict()
-        self.names = [k for k in state if self.PREFIX + k in self._index]
-        missing = [k for k in state if self.PREFIX + k not in self._index]
-        used = self._used_by_policy(model)
-        hidden = [k for k in missing if state[k].is_floating_point() and k in used]
-        if hidden:
-            raise ValueError(f"the policy graph folded tensors it depends on: {hidden[:5]}; its weights cannot be "
-                             "refreshed in place")
+        self.protos, self._index, self.names = {}, {}, {}
+        for role in roles:
+            if role not in ("policy", "policy_head"):
+                raise ValueError(f"a policy template holds policy graphs, not {role!r}")
+            module, example, inputs, outputs = graph_module(role, model)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / GRAPH_FILES[role]
+                _export_graph(module, path, example, inputs, outputs, opset, optimize=False)
+                proto = onnx.load(str(path))
+            model.train(was_training)
+            index = {init.name: i for i, init in enumerate(proto.graph.initializer)}
+            missing = [k for k in state if self.PREFIX + k not in index]
+            used = self._used_by(role, model)
+            hidden = [k for k in missing if state[k].is_floating_point() and k in used]
+            if hidden:
+                raise ValueError(f"the {role} graph folded tensors it depends on: {hidden[:5]}; its weights cannot "
+                                 "be refreshed in place")
+            self.protos[role], self._index[role] = proto, index
+            self.names[role] = [k for k in state if self.PREFIX + k in index]
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.protos)
 
     @staticmethod
-    def _used_by_policy(model: EFM) -> set[str]:
-        """Names of the parameters that the policy outputs depend on (one backward pass)."""
+    def _used_by(role: str, model: EFM) -> set[str]:
+        """Names of the parameters that the graph's outputs depend on (one backward pass)."""
         flags = {n: p.requires_grad for n, p in model.named_parameters()}
         try:
             for p in model.parameters():
@@ -207,8 +303,8 @@ class PolicyGraphTemplate:
                 p.grad = None
             was_training = model.training
             model.eval()
-            logits, _ = PolicyGraph(model)(*random_inputs(model.config, 2))
-            logits.sum().backward()
+            module, example, _, _ = graph_module(role, model)
+            module(*example)[0].sum().backward()
             model.train(was_training)
             return {n for n, p in model.named_parameters() if p.grad is not None}
         finally:
@@ -216,49 +312,76 @@ class PolicyGraphTemplate:
                 p.grad = None
                 p.requires_grad_(flags[n])
 
-    def write(self, model: EFM, path: str | Path) -> None:
-        """Write ``policy.onnx`` of ``model`` (the template's network with any weights) to ``path``."""
+    def write(self, model: EFM, path: str | Path, role: str = "policy") -> None:
+        """Write the ``role`` graph (``policy.onnx`` by default) of ``model`` (the template's network
+        with any weights) to ``path``."""
         import onnx_ir as ir
         from onnx import helper, numpy_helper
         from onnxscript.optimizer import optimize_ir
 
         if model.config.to_dict() != self.config:
             raise ValueError("the model's network differs from the template's: export it with export_onnx")
+        if role not in self.protos:
+            raise ValueError(f"this template holds {list(self.protos)}, not {role!r}")
+        proto, index = self.protos[role], self._index[role]
         state = model.state_dict()
-        inits = self.proto.graph.initializer
-        for k in self.names:
-            i = self._index[self.PREFIX + k]
+        inits = proto.graph.initializer
+        for k in self.names[role]:
+            i = index[self.PREFIX + k]
             arr = state[k].detach().cpu().numpy()
             if tuple(arr.shape) != tuple(inits[i].dims):
                 raise ValueError(f"{k}: shape {tuple(arr.shape)} is not the template's {tuple(inits[i].dims)}")
             dtype = helper.tensor_dtype_to_np_dtype(inits[i].data_type)
             inits[i].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr, dtype=dtype), inits[i].name))
-        model_ir = ir.serde.deserialize_model(self.proto)    # a copy: the template keeps its names
-        optimize_ir(model_ir)                                 # what torch.onnx.export(optimize=True) runs
+        model_ir = ir.serde.deserialize_model(proto)    # a copy: the template keeps its names
+        optimize_ir(model_ir)                            # what torch.onnx.export(optimize=True) runs
         Path(path).write_bytes(ir.serde.serialize_model(model_ir).SerializeToString())
 
 
 def onnx_parity(model: EFM, reward_model: EFM | None, out_dir: str | Path,
                 batch_sizes=(1, 4), seed: int = 0, roles: tuple[str, ...] = ("policy", "reward")) -> dict[str, float]:
-    """Max |ORT - torch| of every output of the graphs in ``roles`` over random inputs at each batch size."""
+    """Max |ORT - torch| of every output of the graphs in ``roles`` over random inputs at each batch
+    size. A head role (``policy_head``, ``reward_head``) is checked end to end, the way the runtime
+    runs it: ORT's ``backbone.onnx`` on both frames, then the head, against torch's full graph
+    (keys ``split:<output>``); ``backbone`` against torch's ``backbone_features`` (key ``features``)."""
     import onnxruntime as ort
 
     reward_model = reward_model or model
     out_dir = Path(out_dir)
     modes = [(m, m.training) for m in (model, reward_model)]
     diffs: dict[str, float] = {}
-    for role, torch_module, names in (("policy", PolicyGraph(model).eval(), POLICY_OUTPUTS),
-                                      ("reward", RewardGraph(reward_model).eval(), REWARD_OUTPUTS)):
+
+    def session(role):
+        return ort.InferenceSession(str(out_dir / GRAPH_FILES[role]), providers=["CPUExecutionProvider"])
+
+    def note(key, expected, got):
+        diffs[key] = max(diffs.get(key, 0.0), float(np.abs(expected.numpy() - got).max()))
+
+    checks = (("policy", PolicyGraph(model).eval(), POLICY_OUTPUTS),
+              ("reward", RewardGraph(reward_model).eval(), REWARD_OUTPUTS),
+              ("policy_head", PolicyGraph(model).eval(), POLICY_OUTPUTS),
+              ("reward_head", RewardGraph(reward_model).eval(), REWARD_OUTPUTS))
+    backbone = session("backbone") if any(r in roles for r in SPLIT_ROLES) else None
+    for role, torch_module, names in checks:
         if role not in roles:
             continue
-        sess = ort.InferenceSession(str(out_dir / GRAPH_FILES[role]), providers=["CPUExecutionProvider"])
+        sess = session(role)
         for b in batch_sizes:
-            inputs = random_inputs(torch_module.efm.config, b, seed=seed + b)
+            frame, prev, text = random_inputs(torch_module.efm.config, b, seed=seed + b)
             with torch.no_grad():
-                expected = torch_module(*inputs)
-            got = sess.run(list(names), {n: x.numpy() for n, x in zip(INPUT_NAMES, inputs)})
+                expected = torch_module(frame, prev, text)
+            if role.endswith("_head"):
+                feats = [backbone.run(["features"], {"frame": f.numpy()})[0] for f in (frame, prev)]
+                got = sess.run(list(names), dict(zip(HEAD_INPUT_NAMES, (*feats, text.numpy()))))
+            else:
+                got = sess.run(list(names), dict(zip(INPUT_NAMES, (frame.numpy(), prev.numpy(), text.numpy()))))
             for name, e, g in zip(names, expected, got):
-                diffs[name] = max(diffs.get(name, 0.0), float(np.abs(e.numpy() - g).max()))
+                note(("split:" if role.endswith("_head") else "") + name, e, g)
+    if "backbone" in roles:
+        for b in batch_sizes:
+            frame = random_inputs(reward_model.config, b, seed=seed + b)[0]
+            with torch.no_grad():
+                note("features", reward_model.eval().backbone_features(frame), backbone.run(["features"], {"frame": frame.numpy()})[0])
     for m, training in modes:
         m.train(training)
     return diffs
@@ -323,8 +446,13 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
     and parity-checked again: the reward graph is the same file in every version (issue 12, the
     export on the critical path of a version switch).
 
-    ``policy_template``: write the policy graph by refreshing the weights of a graph traced once
+    ``policy_template``: write the policy graphs by refreshing the weights of graphs traced once
     (:class:`PolicyGraphTemplate`) instead of tracing ``policy`` again; parity is checked the same.
+
+    The split graphs (``SPLIT_ROLES``) are written when the two checkpoints share their frozen
+    backbone (:func:`shares_backbone`); with ``reward_from`` its backbone and reward head are
+    copied like the reward graph, and a ``reward_from`` exported before them gives versions
+    without split graphs (not a backbone export on every version's critical path).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -338,15 +466,22 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         t0 = time.perf_counter()
-        roles = ("policy",) if reward_from else ("policy", "reward")   # the graphs written here, parity-checked
-        if policy_template is not None:
-            policy_template.write(policy, tmp / GRAPH_FILES["policy"])
-        traced = tuple(r for r in roles if not (r == "policy" and policy_template is not None))
-        specs = export_onnx(policy, tmp, reward_model=reward_model, roles=traced)
-        if reward_from:
-            parity = _copy_frozen_reward(Path(reward_from), tmp)
+        split = shares_backbone(policy, reward_model)
+        reward_roles = ("reward", "backbone", "reward_head") if split else ("reward",)
+        parity, copied = _copy_frozen_reward(Path(reward_from), tmp, reward_roles) if reward_from else ({}, ())
+        if reward_from and split and "backbone" not in copied:
+            split = False          # a frozen model exported before the split graphs: no version has them
+            reward_roles = ("reward",)       # (efm-ros export OLD --out NEW adds them, once)
+        policy_roles = ("policy", "policy_head") if split else ("policy",)
+        written = policy_roles + tuple(r for r in reward_roles if r not in copied)   # parity-checked here
+        templated = tuple(r for r in policy_roles if policy_template is not None and r in policy_template.roles)
+        for role in templated:
+            policy_template.write(policy, tmp / GRAPH_FILES[role], role)
+        specs = export_onnx(policy, tmp, reward_model=reward_model,
+                            roles=tuple(r for r in written if r not in templated))
+        specs = {role: spec for role, spec in specs.items() if split or role not in SPLIT_ROLES}
         export_s = time.perf_counter() - t0
-        parity = {**(parity if reward_from else {}), **onnx_parity(policy, reward_model, tmp, roles=roles)}
+        parity = {**parity, **onnx_parity(policy, reward_model, tmp, roles=written)}
         worst = max(parity.values())
         if worst > PARITY_TOLERANCE:
             raise RuntimeError(f"ONNX output differs from torch by {worst:.2e} > {PARITY_TOLERANCE}: {parity}")
@@ -381,13 +516,15 @@ def export_model(policy: EFM, out_dir: str | Path, *, reward_model: EFM | None =
     return manifest
 
 
-def _copy_frozen_reward(src: Path, dst: Path) -> dict[str, float]:
-    """Copy the reward graph and checkpoint of the verified model directory ``src`` into ``dst``
-    (sha256 checked against its manifest); returns the parity it recorded for the reward outputs."""
+def _copy_frozen_reward(src: Path, dst: Path, roles: tuple[str, ...] = ("reward",)) -> tuple[dict[str, float], tuple[str, ...]]:
+    """Copy the reward checkpoint and the graphs of ``roles`` that the verified model directory
+    ``src`` has (the reward graph it must have) into ``dst``, sha256 checked against its manifest.
+    Returns the parity it recorded for them, and the roles copied."""
     from efm_ros.model.manifest import ManifestError, sha256_file
 
     manifest = verify_manifest(src)
-    for name in (GRAPH_FILES["reward"], CHECKPOINT_FILES["reward"]):
+    copied = tuple(r for r in roles if r == "reward" or r in manifest["graphs"])
+    for name in [GRAPH_FILES[r] for r in copied] + [CHECKPOINT_FILES["reward"]]:
         entry = manifest["files"].get(name)
         if entry is None:
             raise ManifestError(f"{src}: no {name} to reuse as the frozen reward model")
@@ -396,7 +533,10 @@ def _copy_frozen_reward(src: Path, dst: Path) -> dict[str, float]:
         if sha256_file(dst / name) != expected:
             raise ManifestError(f"{src / name}: changed while it was copied (sha256 mismatch)")
     recorded = manifest.get("export", {}).get("parity_max_abs_diff", {})
-    return {k: v for k, v in recorded.items() if k in REWARD_OUTPUTS}
+    keys = set(REWARD_OUTPUTS)
+    if "reward_head" in copied:
+        keys |= {f"split:{k}" for k in REWARD_OUTPUTS} | {"features"}
+    return {k: v for k, v in recorded.items() if k in keys}, copied
 
 
 def load_model_checkpoints(model_dir: str | Path) -> tuple[EFM, EFM]:
@@ -410,6 +550,21 @@ def load_model_checkpoints(model_dir: str | Path) -> tuple[EFM, EFM]:
     reward_config = EFMConfig.from_dict(manifest.get("export", {}).get("reward_config", manifest["efm_config"]))
     return (load_checkpoint(model_dir / CHECKPOINT_FILES["policy"], config),
             load_checkpoint(model_dir / CHECKPOINT_FILES["reward"], reward_config))
+
+
+def load_model_dir_as_run(model_dir: str | Path) -> tuple[EFM, EFM, dict, InstructionTable]:
+    """An exported model directory read like a run (:func:`load_run`), to export it again with this
+    exporter (e.g. to add the split graphs to a model exported before them): its checkpoints, its
+    instruction table, and its manifest's facts as train_meta."""
+    model_dir = Path(model_dir)
+    manifest = verify_manifest(model_dir)
+    policy, reward_model = load_model_checkpoints(model_dir)
+    training = dict(manifest["training"])
+    meta = {**{k: v for k, v in training.items() if k not in ("data_hash", "metrics")},
+            "data_hash": training["data_hash"], "metrics": training["metrics"],
+            "success_threshold": manifest["success"]["threshold_steps"], "success_k": manifest["success"]["consecutive"],
+            "control_rate_hz": manifest["control_rate_hz"], "action_scale": manifest.get("action_scale")}
+    return policy, reward_model, meta, InstructionTable.load(model_dir / manifest["instructions"]["file"])
 
 
 def load_run(run_dir: str | Path) -> tuple[EFM, EFM, dict, InstructionTable]:
@@ -450,7 +605,8 @@ def reward_run_meta(meta: dict, rmeta: dict, reward_run: str | Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="efm-ros export", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", type=Path, help="training run directory (see layout below)")
+    ap.add_argument("run", type=Path, help="training run directory (see layout below), or an exported model directory "
+                    "to export again (its checkpoints and manifest facts; e.g. to add the split graphs)")
     ap.add_argument("--out", type=Path, required=True, help="model directory to write, e.g. models/v001")
     ap.add_argument("--version", help="model version string (default: the --out directory name)")
     ap.add_argument("--instructions", type=Path, action="append", default=[],
@@ -463,7 +619,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.epilog = __doc__[__doc__.index("Run directory"):__doc__.index("Usage:")]
     args = ap.parse_args(argv)
 
-    policy, reward_model, meta, table = load_run(args.run)
+    reexport = (args.run / MANIFEST_NAME).is_file()
+    policy, reward_model, meta, table = (load_model_dir_as_run if reexport else load_run)(args.run)
+    if reexport and args.version is None:
+        args.version = verify_manifest(args.run)["model_version"]
     if args.reward_run is not None:
         _, reward_model, reward_meta, reward_table = load_run(args.reward_run)   # its own config (e.g. stg_bins)
         meta = reward_run_meta(meta, reward_meta, args.reward_run)

@@ -5,6 +5,9 @@ A model directory (``models/<version>/``) is what robots load:
     manifest.json       this file (schema below)
     policy.onnx         the policy checkpoint (best BC val loss, or a Stage-2 iterate)
     reward.onnx         the frozen reward / success model (best steps-to-go val loss)
+    backbone.onnx, policy_head.onnx, reward_head.onnx
+                        optional, all three or none: the same two graphs split at their shared
+                        frozen backbone, so that a robot runs the backbone once per frame
     policy.safetensors, reward_model.safetensors
                         the torch weights of both (Stage 2 continues from any version)
     instructions.npz    instruction -> 384-d embedding table (see efm_ros.model.text)
@@ -27,6 +30,8 @@ from efm_ros.model.bins import ActionBins, StepsToGoBins
 SCHEMA = "efm_ros.model/1"
 MANIFEST_NAME = "manifest.json"
 ROLES = ("policy", "reward")
+SPLIT_ROLES = ("backbone", "policy_head", "reward_head")
+"""optional graphs: the policy and reward graphs split at their shared backbone (all or none)"""
 
 
 class ManifestError(ValueError):
@@ -107,7 +112,11 @@ def _check_schema(m: dict) -> None:
         raise ManifestError(f"{MANIFEST_NAME}: schema {m['schema']!r} is not the supported {SCHEMA!r}")
     _need(m, "model_version", str, "")
     graphs = _need(m, "graphs", dict, "")
-    for role in ROLES:
+    split = [r for r in SPLIT_ROLES if r in graphs]
+    if split and len(split) != len(SPLIT_ROLES):
+        raise ManifestError(f"{MANIFEST_NAME}: graphs has {split} of the split graphs {list(SPLIT_ROLES)}: all or none")
+    roles = (*ROLES, *split)
+    for role in roles:
         g = _need(graphs, role, dict, "graphs.")
         _need(g, "file", str, f"graphs.{role}.")
         for side in ("inputs", "outputs"):
@@ -151,7 +160,7 @@ def _check_schema(m: dict) -> None:
         if p.is_absolute() or ".." in p.parts:
             raise ManifestError(f"{MANIFEST_NAME}: file name {name!r} leaves the model directory")
         _need(entry, "sha256", str, f"files.{name}.")
-    for ref in [graphs[r]["file"] for r in ROLES] + [ins["file"]]:
+    for ref in [graphs[r]["file"] for r in roles] + [ins["file"]]:
         if ref not in files:
             raise ManifestError(f"{MANIFEST_NAME}: {ref!r} is referenced but not listed under files")
 

@@ -10,18 +10,29 @@ preprocessing is inside the graphs. Actions are sampled token by token from the 
 categoricals, and ``log_prob`` is the exact log-probability of the sampled tokens under the served
 policy (Σ_d log softmax(logits_d)[token_d], paper §2.2), which Stage-2 REINFORCE needs.
 
+Split graphs (``backbone.onnx`` + ``policy_head.onnx`` + ``reward_head.onnx``, written by export
+when both checkpoints share their frozen backbone) are used when the model has them: the backbone
+runs once per distinct frame, and its features are kept in a small process-wide memo
+(:data:`SHARED_FEATURES`, keyed by the backbone graph's sha256 and a digest of the frame's bytes).
+A robot's previous frame, and the frame that the policy and the steps-to-go node of one process
+both see, are therefore computed once: one backbone pass per tick instead of four. The numbers
+are the same function (export checks ``head(backbone(frame), backbone(prev))`` against torch).
+
 Execution providers: by default the best available of TensorRT > CUDA > CPU (``onnxruntime-gpu``
 offers the first two); pass ``providers=[...]`` to choose, e.g. ``["CPUExecutionProvider"]``.
 """
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from efm_ros.model.bins import ActionBins, StepsToGoBins
-from efm_ros.model.manifest import ManifestError, verify_manifest
+from efm_ros.model.manifest import ROLES, SPLIT_ROLES, ManifestError, verify_manifest
 from efm_ros.model.text import InstructionTable
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -40,11 +51,49 @@ def select_providers(requested: Sequence[str] | None = None) -> list[str]:
     return [p for p in PREFERRED_PROVIDERS if p in available] or list(available)
 
 
+class FeatureMemo:
+    """Backbone features of the most recent distinct frames, for every model of this process that
+    runs the same backbone graph (same sha256): computed once, read by the policy and the
+    steps-to-go model alike, and again as the next tick's previous frame. Keyed by content (a
+    blake2b digest of the frame's bytes), so a hit is the very same input; thread-safe."""
+
+    def __init__(self, capacity: int = 64):
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def features(self, model: OnnxEFM, frame: np.ndarray) -> np.ndarray:
+        """(C, h, w) float32 (read-only) backbone features of one uint8 frame (S, S, 3)."""
+        frame = np.ascontiguousarray(frame)
+        key = (model.backbone_id, hashlib.blake2b(frame.data, digest_size=16).digest())
+        with self._lock:
+            cached = self._items.get(key)
+            if cached is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return cached
+        out = model.backbone(frame[None])[0]
+        out.flags.writeable = False
+        with self._lock:
+            self.misses += 1
+            self._items[key] = out
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return out
+
+
+SHARED_FEATURES = FeatureMemo()
+"""the process-wide memo that models use by default (``load_model(memo=...)``)"""
+
+
 class OnnxEFM:
     """An exported model directory, loaded: policy + reward graphs, bins, instruction table."""
 
     def __init__(self, model_dir: str | Path, *, providers: Sequence[str] | None = None,
-                 intra_op_threads: int = 0, encoder: Callable[[list[str]], np.ndarray] | None = None):
+                 intra_op_threads: int = 0, encoder: Callable[[list[str]], np.ndarray] | None = None,
+                 memo: FeatureMemo | None = SHARED_FEATURES):
         import onnxruntime as ort
 
         self.model_dir = Path(model_dir)
@@ -64,13 +113,17 @@ class OnnxEFM:
         options.intra_op_num_threads = intra_op_threads
         options.log_severity_level = 3   # errors only
         chosen = select_providers(providers)
+        self.split: bool = all(r in m["graphs"] for r in SPLIT_ROLES)
+        """True: the model runs its split graphs (one backbone pass per distinct frame)"""
+        self.backbone_id: str | None = (m["files"][m["graphs"]["backbone"]["file"]]["sha256"] if self.split else None)
+        self.memo = memo if self.split else None
         self.sessions = {}
-        for role in ("policy", "reward"):
+        for role in (SPLIT_ROLES if self.split else ROLES):
             spec = m["graphs"][role]
             sess = ort.InferenceSession(str(self.model_dir / spec["file"]), options, providers=chosen)
             self._check_io(role, sess, spec)
             self.sessions[role] = sess
-        self.providers: list[str] = self.sessions["policy"].get_providers()
+        self.providers: list[str] = next(iter(self.sessions.values())).get_providers()
 
     @staticmethod
     def _check_io(role: str, sess, spec: dict) -> None:
@@ -96,7 +149,8 @@ class OnnxEFM:
                 self.instructions.add(text, emb)
         return self.instructions.lookup(texts)   # raises UnknownInstructionError with a clear message
 
-    def _feed(self, frame, prev_frame, instruction) -> tuple[dict, bool]:
+    def _inputs(self, frame, prev_frame, instruction) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """Checked, batched (frame, prev_frame, embedding) and whether the call was unbatched."""
         frame, prev_frame = np.asarray(frame), np.asarray(prev_frame)
         single = frame.ndim == 3
         if single:
@@ -112,15 +166,34 @@ class OnnxEFM:
             emb = np.repeat(emb, frame.shape[0], axis=0)
         if emb.shape[0] != frame.shape[0]:
             raise ValueError(f"{emb.shape[0]} instructions for a batch of {frame.shape[0]} frames")
-        feed = {"frame": np.ascontiguousarray(frame), "prev_frame": np.ascontiguousarray(prev_frame),
-                "instruction_embedding": np.ascontiguousarray(emb)}
-        return feed, single
+        return np.ascontiguousarray(frame), np.ascontiguousarray(prev_frame), np.ascontiguousarray(emb), single
+
+    def backbone(self, frames: np.ndarray) -> np.ndarray:
+        """Backbone features (B, C, h, w) float32 of uint8 frames (B, S, S, 3) (split models only)."""
+        if not self.split:
+            raise ValueError(f"{self.model_dir}: this model has no split graphs (exported before them, or its "
+                             "policy and reward model do not share a backbone)")
+        return self.sessions["backbone"].run(["features"], {"frame": np.ascontiguousarray(frames)})[0]
+
+    def _run(self, role: str, outputs: list[str], frame, prev_frame, instruction) -> tuple[list, bool]:
+        """Run the ``role`` ("policy" | "reward") function: its split head on backbone features
+        (memoised for single frames) when the model has one, else its full graph."""
+        frame, prev_frame, emb, single = self._inputs(frame, prev_frame, instruction)
+        if not self.split:
+            feed = {"frame": frame, "prev_frame": prev_frame, "instruction_embedding": emb}
+            return self.sessions[role].run(outputs, feed), single
+        if frame.shape[0] == 1 and self.memo is not None:
+            feats = [self.memo.features(self, f[0])[None] for f in (frame, prev_frame)]
+        else:
+            both = self.backbone(np.concatenate([frame, prev_frame]))
+            feats = [both[:frame.shape[0]], both[frame.shape[0]:]]
+        feed = {"features": feats[0], "prev_features": feats[1], "instruction_embedding": emb}
+        return self.sessions[f"{role}_head"].run(outputs, feed), single
 
     # -- policy -----------------------------------------------------------------------------------
     def action_logits(self, frame, prev_frame, instruction) -> np.ndarray:
         """Raw policy output (B, D, K) float32 (batched even for a single frame)."""
-        feed, _ = self._feed(frame, prev_frame, instruction)
-        return self.sessions["policy"].run(["action_logits"], feed)[0]
+        return self._run("policy", ["action_logits"], frame, prev_frame, instruction)[0][0]
 
     def act(self, frame, prev_frame, instruction, rng: np.random.Generator | None = None,
             greedy: bool = False):
@@ -129,8 +202,8 @@ class OnnxEFM:
         Batched frames (B, S, S, 3) give (B, D), (B, D), (B,), (B,). ``greedy`` takes each
         dimension's most likely token (evaluation); otherwise tokens are drawn with ``rng``.
         """
-        feed, single = self._feed(frame, prev_frame, instruction)
-        logits = self.sessions["policy"].run(["action_logits"], feed)[0].astype(np.float64)
+        (logits,), single = self._run("policy", ["action_logits"], frame, prev_frame, instruction)
+        logits = logits.astype(np.float64)
         z = logits - logits.max(-1, keepdims=True)
         log_p = z - np.log(np.exp(z).sum(-1, keepdims=True))          # log softmax, (B, D, K)
         p = np.exp(log_p)
@@ -152,8 +225,7 @@ class OnnxEFM:
     # -- reward / success -------------------------------------------------------------------------
     def steps_to_go(self, frame, prev_frame, instruction):
         """-> (d(o, g) float, distribution (N,) float32) (§2.1); batched input -> ((B,), (B, N))."""
-        feed, single = self._feed(frame, prev_frame, instruction)
-        probs, d = self.sessions["reward"].run(["stg_probs", "expected_steps"], feed)
+        (probs, d), single = self._run("reward", ["stg_probs", "expected_steps"], frame, prev_frame, instruction)
         return (float(d[0]), probs[0]) if single else (d, probs)
 
     def is_success(self, d) -> bool | np.ndarray:
@@ -162,12 +234,15 @@ class OnnxEFM:
 
 
 def load_model(model_dir: str | Path, *, providers: Sequence[str] | None = None, intra_op_threads: int = 0,
-               encoder: Callable[[list[str]], np.ndarray] | None = None) -> OnnxEFM:
+               encoder: Callable[[list[str]], np.ndarray] | None = None,
+               memo: FeatureMemo | None = SHARED_FEATURES) -> OnnxEFM:
     """Verify and load ``model_dir`` (manifest.json + graphs + instruction table).
 
     providers: ONNX Runtime execution providers (default: TensorRT > CUDA > CPU, as available).
     intra_op_threads: ORT threads per graph (0 = ORT's default). encoder: optional callable
     list[str] -> (n, 384) for instructions missing from the table (e.g. ``InstructionEncoder()``,
     which needs torch); without one an unknown instruction raises UnknownInstructionError.
+    memo: where single-frame backbone features are shared (default: this process's
+    :data:`SHARED_FEATURES`; None: none, every call runs the backbone on both frames).
     """
-    return OnnxEFM(model_dir, providers=providers, intra_op_threads=intra_op_threads, encoder=encoder)
+    return OnnxEFM(model_dir, providers=providers, intra_op_threads=intra_op_threads, encoder=encoder, memo=memo)

@@ -27,8 +27,8 @@ def model(model_dir):
 def test_manifest_contents(model_dir, model):
     m = verify_manifest(model_dir)
     assert sorted(model.instructions) == sorted(INSTRUCTIONS)
-    assert set(m["files"]) == {"policy.onnx", "reward.onnx", "instructions.npz",
-                               "policy.safetensors", "reward_model.safetensors"}
+    assert set(m["files"]) == {"policy.onnx", "reward.onnx", "instructions.npz", "policy.safetensors",
+                               "reward_model.safetensors", "backbone.onnx", "policy_head.onnx", "reward_head.onnx"}
     assert m["model_version"] == "v001"
     assert m["success"] == {"threshold_steps": 2.0, "consecutive": 3}
     assert m["control_rate_hz"] == 5.0 and m["training"]["data_hash"] == "sha256:test"
@@ -50,8 +50,7 @@ def test_onnx_matches_torch_on_both_heads(model, efm, reward_efm, batch):
         d_ref = (s_ref.softmax(-1) * efm.stg_values).sum(-1)
     a = model.action_logits(frame.numpy(), prev.numpy(), texts)
     d, dist = model.steps_to_go(frame.numpy(), prev.numpy(), texts)
-    feed = {"frame": frame.numpy(), "prev_frame": prev.numpy(), "instruction_embedding": emb.numpy()}
-    stg_logits = model.sessions["reward"].run(["stg_logits"], feed)[0]
+    stg_logits = model._run("reward", ["stg_logits"], frame.numpy(), prev.numpy(), texts)[0][0]
     assert np.abs(a - a_ref.numpy()).max() < LOGIT_TOL
     assert np.abs(stg_logits - s_ref.numpy()).max() < LOGIT_TOL
     assert np.abs(d - d_ref.numpy()).max() < STEPS_TOL
@@ -61,8 +60,7 @@ def test_onnx_matches_torch_on_both_heads(model, efm, reward_efm, batch):
 def test_act_samples_valid_tokens_with_exact_log_prob(model):
     rng = np.random.default_rng(0)
     f, p = (rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(2))
-    probs = model.sessions["policy"].run(["action_probs"], {
-        "frame": f[None], "prev_frame": p[None], "instruction_embedding": model.embed(INSTRUCTIONS[0])})[0][0]
+    probs = model._run("policy", ["action_probs"], f, p, INSTRUCTIONS[0])[0][0][0]
     seen = set()
     for _ in range(50):
         action, tokens, log_prob, entropy = model.act(f, p, INSTRUCTIONS[0], rng)
@@ -128,7 +126,8 @@ def test_malformed_manifest_is_refused(model_dir, tmp_path):
     cases = [({**m, "schema": "efm_ros.model/0"}, "schema"),
              ({k: v for k, v in m.items() if k != "success"}, "missing field success"),
              ({**m, "success": {"threshold_steps": "2", "consecutive": 3}}, "success.threshold_steps"),
-             ({**m, "files": {**m["files"], "../etc/passwd": {"sha256": "0"}}}, "leaves the model directory")]
+             ({**m, "files": {**m["files"], "../etc/passwd": {"sha256": "0"}}}, "leaves the model directory"),
+             ({**m, "graphs": {k: v for k, v in m["graphs"].items() if k != "reward_head"}}, "all or none")]
     for manifest, message in cases:
         (bad / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(ManifestError, match=message):
@@ -197,9 +196,10 @@ def test_a_stage2_version_copies_the_frozen_reward_graph_and_refuses_a_tampered_
               control_rate_hz=m["control_rate_hz"], data_hash="stage2:test", metrics={})
     out = tmp_path / "v0001"
     man = export_model(policy, out, reward_from=model_dir, **kw)
-    for name in ("reward.onnx", "reward_model.safetensors"):
+    for name in ("reward.onnx", "reward_model.safetensors", "backbone.onnx", "reward_head.onnx"):
         assert (out / name).read_bytes() == (model_dir / name).read_bytes(), name
-    assert {"action_logits", "expected_steps"} <= set(man["export"]["parity_max_abs_diff"])
+    assert {"action_logits", "expected_steps", "split:action_logits", "split:expected_steps", "features"} <= set(
+        man["export"]["parity_max_abs_diff"])
     loaded = load_model(out)
     frame = np.zeros((96, 96, 3), np.uint8)
     assert loaded.steps_to_go(frame, frame, INSTRUCTIONS[0])[0] == load_model(model_dir).steps_to_go(frame, frame, INSTRUCTIONS[0])[0]
@@ -241,6 +241,76 @@ def test_a_refreshed_policy_graph_equals_a_fresh_export_of_the_changed_weights(m
                        success_threshold=m["success"]["threshold_steps"], success_k=m["success"]["consecutive"],
                        control_rate_hz=m["control_rate_hz"], data_hash="stage2:test", metrics={})
     assert man["export"]["parity_max_abs_diff"]["action_logits"] < 1e-4
+    assert man["export"]["parity_max_abs_diff"]["split:action_logits"] < 1e-4   # policy_head.onnx, refreshed too
+    assert template.roles == ("policy", "policy_head")
     other = type(policy)(type(policy.config).from_dict({**policy.config.to_dict(), "action_bins": policy.config.action_bins + 2}))
     with pytest.raises(ValueError, match="differs from the template"):
         template.write(other, tmp_path / "other.onnx")
+
+
+def test_split_graphs_compute_the_full_graphs_function_with_one_backbone_pass_per_frame(model_dir):
+    """The runtime's split path (backbone.onnx once per distinct frame, then a head) gives what the
+    full graphs give, and along an episode the policy and the reward model of one process share
+    every frame's features: one backbone pass per tick, not four."""
+    import onnxruntime as ort
+
+    from efm_ros.model.runtime import FeatureMemo
+
+    memo = FeatureMemo(capacity=8)
+    policy, reward = (load_model(model_dir, providers=["CPUExecutionProvider"], memo=memo) for _ in range(2))
+    assert policy.split and reward.split and policy.backbone_id == reward.backbone_id
+    full = {r: ort.InferenceSession(str(model_dir / f"{r}.onnx"), providers=["CPUExecutionProvider"])
+            for r in ("policy", "reward")}
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (5, 96, 96, 3), dtype=np.uint8)
+    emb = policy.embed(INSTRUCTIONS[1])
+    for t in range(len(frames)):
+        prev = frames[max(t - 1, 0)]
+        feed = {"frame": frames[t][None], "prev_frame": prev[None], "instruction_embedding": emb}
+        want_logits = full["policy"].run(["action_logits"], feed)[0]
+        want_d = full["reward"].run(["expected_steps"], feed)[0][0]
+        assert np.abs(policy.action_logits(frames[t], prev, INSTRUCTIONS[1]) - want_logits).max() < LOGIT_TOL
+        assert abs(reward.steps_to_go(frames[t], prev, INSTRUCTIONS[1])[0] - want_d) < STEPS_TOL
+    assert memo.misses == len(frames) and memo.hits == 4 * len(frames) - len(frames)
+    d_batch, _ = reward.steps_to_go(frames[1:], frames[:-1], INSTRUCTIONS[1])   # batched: no memo, same numbers
+    assert memo.misses == len(frames)
+    assert np.abs(d_batch - [reward.steps_to_go(frames[t], frames[t - 1], INSTRUCTIONS[1])[0]
+                             for t in range(1, len(frames))]).max() < STEPS_TOL
+    changed = frames[4].copy()
+    changed[0, 0, 0] ^= 1                                          # one bit: another frame, not a hit
+    reward.steps_to_go(changed, changed, INSTRUCTIONS[1])
+    assert memo.misses == len(frames) + 1 and len(memo._items) <= memo.capacity
+
+
+def test_a_policy_with_its_own_backbone_gets_no_split_graphs_and_still_serves(run_dir, efm, reward_efm, tmp_path):
+    """Split graphs need one frozen backbone for both checkpoints; a policy whose backbone differs
+    (fine-tuned apart) is exported as the two full graphs, and the runtime serves it from them."""
+    from efm_ros.model.export import export_model, shares_backbone
+    from efm_ros.model.network import EFM
+    from efm_ros.model.text import InstructionTable
+
+    policy = EFM(efm.config, load_weights=False)
+    policy.load_state_dict(efm.state_dict())
+    with torch.no_grad():
+        next(policy.backbone.parameters()).add_(0.01)
+    assert shares_backbone(efm, reward_efm) and not shares_backbone(policy, reward_efm)
+    table = InstructionTable.load(run_dir / "instructions.npz")
+    man = export_model(policy.eval(), tmp_path / "own", reward_model=reward_efm, instructions=table,
+                       success_threshold=2.0, success_k=1, control_rate_hz=5.0, data_hash="t", metrics={})
+    assert set(man["graphs"]) == {"policy", "reward"} and "backbone.onnx" not in man["files"]
+    served = load_model(tmp_path / "own", providers=["CPUExecutionProvider"])
+    assert not served.split
+    frame, prev, _ = random_inputs(policy.config, 1, seed=4)
+    emb = served.embed(INSTRUCTIONS[0])
+    with torch.no_grad():
+        want, _ = policy(frame, prev, torch.from_numpy(emb))
+    assert np.abs(served.action_logits(frame.numpy(), prev.numpy(), INSTRUCTIONS[0]) - want.numpy()).max() < LOGIT_TOL
+    with pytest.raises(ValueError, match="no split graphs"):
+        served.backbone(frame.numpy())
+    # a Stage-2 version judged by a frozen model without split graphs gets none either (no backbone
+    # export on every version's critical path), and still serves
+    version = export_model(efm, tmp_path / "v0001", reward_model=reward_efm, reward_from=tmp_path / "own",
+                           instructions=table, success_threshold=2.0, success_k=1, control_rate_hz=5.0,
+                           data_hash="t", metrics={})
+    assert set(version["graphs"]) == {"policy", "reward"}
+    assert not load_model(tmp_path / "v0001").split
