@@ -488,10 +488,13 @@ class Improver:
 
     def __init__(self, policy_dir: str | Path, reward_dir: str | Path, out_dir: str | Path,
                  config: ImproveConfig | None = None, *, ground_truth_topic: str = "eval/success",
-                 reward_source=None):
+                 reward_source=None, termination_by_oracle: bool = False):
         """reward_source: None (the product: d from the frozen reward model on the recorded frames),
         or, in experiment code only, a callable episode -> d per frame (the ladder's oracle rungs).
-        Deliberately not an ImproveConfig field nor a command-line option."""
+        termination_by_oracle (experiment code only: the ladder's rungs a and b): the episodes end
+        on the privileged oracle's success, so a SUCCESS that the oracle ended is not checked
+        against the reward model's d (which it need not show). Deliberately neither is an
+        ImproveConfig field nor a command-line option."""
         from efm_ros.model.export import OnnxFeatureExtractor, load_model_checkpoints
         from efm_ros.model.runtime import load_model
         from efm_ros.model.text import InstructionTable
@@ -518,6 +521,7 @@ class Improver:
         self.version_dirs = {self.version: str(self.policy_dir.resolve())}
         self.gt_topic = ground_truth_topic
         self.reward_source = reward_source
+        self.termination_by_oracle = termination_by_oracle
         self.iteration = 0
         self.seen: set[str] = set()
         self.counts = {"episodes_used": 0, "episodes_off_policy": 0, "episodes_unfinished": 0, "episodes_empty": 0,
@@ -586,6 +590,8 @@ class Improver:
             return False
         if ep.outcome != "success":
             return True
+        if self.termination_by_oracle and ep.custom_data.get("termination") == "oracle":
+            return True          # the ladder's oracle ended it: ground truth, not the detector's claim
         s, k = self.reward.success_threshold, max(int(self.reward.success_k), 1)
         recorded = next((e.success_threshold for e in reversed(ep.events) if e.event == "success"), 0.0)
         if 0 < recorded < s:

@@ -96,7 +96,8 @@ def practise_sim(policy_dir: str | Path, reward_dir: str | Path, out_dir: str | 
     reward_source = None
     if oracle_reward:
         from efm_ros.learn.oracle import oracle_d_of as reward_source
-    imp = Improver(policy_dir, reward_dir, out_dir, config or ImproveConfig(seed=seed), reward_source=reward_source)
+    imp = Improver(policy_dir, reward_dir, out_dir, config or ImproveConfig(seed=seed), reward_source=reward_source,
+                   termination_by_oracle=oracle_termination)
     current = Path(policy_dir)
     from efm_ros.model.manifest import verify_manifest
 

@@ -83,3 +83,26 @@ def test_oracle_reward_source_feeds_the_learner(tmp_path, sim_model_dir):
 
     np.testing.assert_allclose(imp.buffer.returns[0], episode_returns(d, 0.9)[1], rtol=1e-5)
     assert json.loads(json.dumps(ep.custom_data))  # bag-safe strings
+
+
+def test_rung_b_learns_from_the_successes_the_oracle_ended(tmp_path, sim_model_dir):
+    """Rung b (learned reward + oracle termination): a success that the privileged oracle ended is
+    ground truth and is trained on although the reward model's d need not show it; the product's
+    Improver refuses the same claim (a SUCCESS its frozen model's d does not show)."""
+    from efm_ros.learn.actors import rollout
+    from efm_ros.learn.improve import ImproveConfig, Improver
+    from efm_ros.learn.calibrate import previous_frames
+    from efm_ros.model.runtime import load_model
+
+    policy = load_model(sim_model_dir)
+    robot = TabletopRobot(seed=0, families=("block2block",))
+    ep = rollout(robot, policy, policy, seed=5, episode_id="ep", max_steps=8,
+                 oracle=OracleStepsToGo(robot, "goal"), stop_on_oracle=True)
+    ep.outcome = "success"                     # as when the oracle's goal test ends it
+    cfg = ImproveConfig(updates=1, batch_size=8)
+    d = policy.steps_to_go(ep.frames, previous_frames(ep.frames), ep.instruction)[0]
+    assert d[-1] > policy.success_threshold                 # the learned detector would not have fired
+    rung_b = Improver(sim_model_dir, sim_model_dir, tmp_path / "b", cfg, termination_by_oracle=True)
+    assert rung_b.add_episode(ep) == "used"
+    product = Improver(sim_model_dir, sim_model_dir, tmp_path / "d", cfg)
+    assert product.add_episode(ep) == "inconsistent"
