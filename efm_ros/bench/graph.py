@@ -16,6 +16,7 @@ run. One table at the end, in markdown.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import subprocess
@@ -113,7 +114,7 @@ def floor_ms(model: str, seconds: float = 3.0) -> np.ndarray:
     size = m.image_size
     frames = rng.integers(0, 256, (2 * memo.capacity, size, size, 3), dtype=np.uint8)
     text = next(iter(m.instructions))
-    tick = iter(range(1 << 62))
+    tick = itertools.count()
 
     def one_tick():
         t = next(tick)
