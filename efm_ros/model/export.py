@@ -557,8 +557,8 @@ def load_model_dir_as_run(model_dir: str | Path) -> tuple[EFM, EFM, dict, Instru
     exporter (e.g. to add the split graphs to a model exported before them): its checkpoints, its
     instruction table, and its manifest's facts as train_meta."""
     model_dir = Path(model_dir)
-    manifest = verify_manifest(model_dir)
-    policy, reward_model = load_model_checkpoints(model_dir)
+    policy, reward_model = load_model_checkpoints(model_dir)       # verifies the manifest and its files
+    manifest = json.loads((model_dir / MANIFEST_NAME).read_text())
     training = dict(manifest["training"])
     meta = {**{k: v for k, v in training.items() if k not in ("data_hash", "metrics")},
             "data_hash": training["data_hash"], "metrics": training["metrics"],
@@ -621,8 +621,8 @@ def main(argv: list[str] | None = None) -> int:
 
     reexport = (args.run / MANIFEST_NAME).is_file()
     policy, reward_model, meta, table = (load_model_dir_as_run if reexport else load_run)(args.run)
-    if reexport and args.version is None:
-        args.version = verify_manifest(args.run)["model_version"]
+    if reexport and args.version is None:    # verified just above
+        args.version = json.loads((args.run / MANIFEST_NAME).read_text())["model_version"]
     if args.reward_run is not None:
         _, reward_model, reward_meta, reward_table = load_run(args.reward_run)   # its own config (e.g. stg_bins)
         meta = reward_run_meta(meta, reward_meta, args.reward_run)

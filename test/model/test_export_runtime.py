@@ -314,3 +314,18 @@ def test_a_policy_with_its_own_backbone_gets_no_split_graphs_and_still_serves(ru
                            data_hash="t", metrics={})
     assert set(version["graphs"]) == {"policy", "reward"}
     assert not load_model(tmp_path / "v0001").split
+
+
+def test_a_model_directory_exports_again_with_its_own_facts(model_dir, tmp_path):
+    """``efm-ros export MODEL_DIR --out NEW`` (e.g. to add the split graphs to an older model): the
+    same version, training facts, success rule and weights, verified like any export."""
+    from efm_ros.model.export import load_model_checkpoints, main
+
+    out = tmp_path / "again"
+    assert main([str(model_dir), "--out", str(out)]) == 0
+    old, new = verify_manifest(model_dir), verify_manifest(out)
+    assert new["model_version"] == old["model_version"] == "v001"
+    assert new["training"] == old["training"] and new["success"] == old["success"]
+    assert new["control_rate_hz"] == old["control_rate_hz"] and set(new["files"]) == set(old["files"])
+    for a, b in zip(load_model_checkpoints(model_dir), load_model_checkpoints(out)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
