@@ -150,7 +150,10 @@ def describe_graph(*, robots: int = 1, sim: bool = True, model: str = "models/ef
             if robot_args is not None or robot or record:
                 backend["backend_args"] = robot_args if robot_args is not None else "{}"
             specs.append(NodeSpec("sim_robot", ns, "sim_robot_node", "efm_ros.nodes.sim_robot:SimRobotNode",
-                                  {"seed": seed * 100_003 + k * 1_000, **backend}))
+                                  {"seed": seed * 100_003 + k * 1_000, **backend,
+                                   # the robots of one launch share its host's cores: their cameras
+                                   # take turns within the control period instead of colliding
+                                   "camera_phase": (k - first_robot) / robots}))
         camera = NodeSpec("camera", ns, "camera_node", "efm_ros.nodes.camera:CameraNode", {"source": "topic"} if sim else {},
                           remappings=(("camera/image_raw", camera_topic),) if camera_topic else ())
         to_arm = (("cmd_vel", command_topic),) if command_topic else ()

@@ -602,6 +602,19 @@ def reward_run_meta(meta: dict, rmeta: dict, reward_run: str | Path) -> dict:
     return out
 
 
+def success_point_meta(meta: dict, s: float, k: int) -> dict:
+    """``meta`` with the success detector's operating point set by hand to (s, k), e.g. a point
+    chosen on the policy's own marked rollouts (``tools/detector_sweep.py``) rather than the
+    trainer's calibration on held-out demonstrations. The calibrated point stays on record next to
+    it (``training.success_override`` of the manifest)."""
+    if not (np.isfinite(s) and s >= 0.0) or int(k) != k or k < 1:
+        raise ValueError(f"a success point needs s >= 0 (steps) and an integer k >= 1 (ticks), got s {s}, k {k}")
+    return {**meta, "success_threshold": float(s), "success_k": int(k),
+            "success_override": {"threshold_steps": float(s), "consecutive": int(k),
+                                 "calibrated": {"threshold_steps": float(meta["success_threshold"]),
+                                                "consecutive": int(meta["success_k"])}}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="efm-ros export", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -616,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reward-run", type=Path, help="take the reward model, its metrics and its success threshold s / k "
                     "from this run instead (its own network config, the same image size), e.g. steps-to-go retrained on marked rollouts "
                     "(train-sft --rollouts) under the policy of RUN")
+    ap.add_argument("--success", nargs=2, type=float, metavar=("S", "K"),
+                    help="the success detector's operating point (d <= S steps for K ticks) instead of the calibrated "
+                    "one, e.g. a point chosen on the policy's marked rollouts; the calibrated point stays on record")
     ap.epilog = __doc__[__doc__.index("Run directory"):__doc__.index("Usage:")]
     args = ap.parse_args(argv)
 
@@ -629,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
         for text in reward_table:
             if text not in table:
                 table.add(text, reward_table[text])
+    if args.success is not None:
+        meta = success_point_meta(meta, args.success[0], args.success[1])
     extra = list(meta.get("instructions", []))
     for f in args.instructions:
         extra += [line.strip() for line in f.read_text().splitlines() if line.strip()]

@@ -30,6 +30,17 @@ def declare(node, name: str, default: Any, description: str, *, lo=None, hi=None
                            f"{f' in [{lo}, {hi}]' if lo is not None else ''}; {description})") from None
 
 
+def phase_delay(now_s: float, period_s: float, phase: float) -> float:
+    """Seconds from ``now_s`` to the next instant t with t mod period = phase x period (0 <= phase < 1),
+    on the clock whose time ``now_s`` is: ticks started there fall on that phase of a grid that every
+    process reading the same clock shares. Never 0 (a timer needs a positive period): a tick due now
+    waits one period."""
+    if not 0.0 <= phase < 1.0 or not period_s > 0.0:
+        raise ValueError(f"phase must be in [0, 1) and period > 0, got phase {phase}, period {period_s}")
+    delay = (phase * period_s - now_s) % period_s
+    return delay if delay > 1e-6 else period_s
+
+
 def diagnostic_array(node, name: str, level: bytes, message: str, values: dict[str, str]) -> DiagnosticArray:
     """One DiagnosticStatus named ``<namespace>/<node>: name`` in a DiagnosticArray."""
     arr = DiagnosticArray()

@@ -36,7 +36,7 @@ from std_msgs.msg import Bool, Float32MultiArray, Float64, String
 from std_srvs.srv import Trigger
 
 from efm_ros.diagnostics import RollingStats
-from efm_ros.nodes.common import declare, diagnostic_array, spin_node
+from efm_ros.nodes.common import declare, diagnostic_array, phase_delay, spin_node
 from efm_ros.nodes.images import numpy_to_image
 from efm_ros.robots import make_robot
 from efm_ros.robots.commands import ActionAxes, CommandValidator
@@ -57,6 +57,10 @@ class SimRobotNode(Node):
         self.max_speed = declare(self, "max_speed_mps", 0.2, "cmd_vel speed that maps to a full-scale action, m/s", lo=1e-3, hi=10.0)
         self.cmd_timeout = declare(self, "command_timeout_s", 0.5, "hold still if no command is newer than this, s", lo=0.0, hi=10.0)
         self.frame_id = declare(self, "frame_id", "camera", "frame_id of published images")
+        self.camera_phase = declare(self, "camera_phase", -1.0, "where in the control period the camera ticks, "
+                                    "as a fraction of it on the wall clock's grid (robots sharing a host "
+                                    "stagger theirs: k / robots); -1: drawn from the seed, from start-up",
+                                    lo=-1.0, hi=0.999999, read_only=True)
 
         self.robot = make_robot(backend, image_size=image_size, control_rate_hz=self.rate_hz, **json.loads(backend_args))
         axes = declare(self, "action_axes", "", "what each action component is on cmd_vel / gripper_cmd, comma "
@@ -83,11 +87,17 @@ class SimRobotNode(Node):
             self.create_subscription(Float64, "gripper_cmd", self._on_gripper, 10)
         self.create_service(Trigger, "reset", self._on_reset)
         self._reset_episode()
-        # a camera free-runs with its own phase; robots simulated in one process (efm-ros up
-        # --processes per-type) would otherwise all tick at the same instant and queue their frames
-        # behind each other in every node downstream. The phase is drawn from the seed (reproducible).
-        phase = float(np.random.default_rng(self.seed).random()) / self.rate_hz
-        self._phase_timer = self.create_timer(max(phase, 1e-3), self._start_ticking)
+        # a camera free-runs with its own phase; robots that share a host's cores would otherwise
+        # tick at the same instant and queue their frames behind each other in every node
+        # downstream. camera_phase >= 0 puts the ticks on that phase of the wall clock's grid, which
+        # every process of the host shares, so a fleet's robots can take turns (describe_graph
+        # staggers them k / robots); -1 draws a phase from the seed, counted from start-up.
+        period = 1.0 / self.rate_hz
+        if self.camera_phase >= 0.0:
+            delay = phase_delay(time.time(), period, self.camera_phase)
+        else:
+            delay = max(float(np.random.default_rng(self.seed).random()) * period, 1e-3)
+        self._phase_timer = self.create_timer(delay, self._start_ticking)
         self.create_timer(1.0, self._publish_diagnostics)
 
     def _start_ticking(self) -> None:

@@ -38,6 +38,10 @@ def test_description_fleet_layout():
     assert by["/robot_2/logger"].overrides == {"episodes_dir": "eps", "robot": "robot_2"}
     seeds = [s.overrides["seed"] for s in specs if s.name == "sim_robot"]
     assert len(set(seeds)) == 3
+    # the cameras of one launch's robots take turns within the control period (k / robots)
+    assert [s.overrides["camera_phase"] for s in specs if s.name == "sim_robot"] == [0.0, 1 / 3, 2 / 3]
+    second_host = describe_graph(robots=2, first_robot=4)
+    assert [s.overrides["camera_phase"] for s in second_host if s.name == "sim_robot"] == [0.0, 0.5]
     real = describe_graph(robots=1, sim=False)
     assert "sim_robot" not in {s.name for s in real}
     with pytest.raises(ValueError):

@@ -51,9 +51,12 @@ def test_executor_lanes_share_the_events_executor_and_give_the_logger_its_own(rc
             n.destroy_node()
 
 
-def test_sim_robots_in_one_host_tick_at_their_rate_with_their_own_phase(rclpy_context, python_env):
+@pytest.mark.parametrize("staggered", [False, True], ids=["seeded", "camera_phase"])
+def test_sim_robots_in_one_host_tick_at_their_rate_with_their_own_phase(staggered, rclpy_context, python_env):
     """Three simulated robots in one host_node: each publishes at its control rate (not twice: the
-    phase timer fires once), and their frames do not all come at the same instant."""
+    phase timer fires once), and their frames do not all come at the same instant. Seeded: each
+    phase is drawn from its robot's seed. camera_phase (as describe_graph staggers a fleet): robot k
+    ticks k/3 of the period after robot 0, on the wall clock's grid."""
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
@@ -61,7 +64,8 @@ def test_sim_robots_in_one_host_tick_at_their_rate_with_their_own_phase(rclpy_co
     import rclpy
 
     specs = [NodeSpec("sim_robot", f"/robot_{k}", "sim_robot_node", "efm_ros.nodes.sim_robot:SimRobotNode",
-                      {"seed": 1000 * k, "image_size": 32}) for k in range(3)]
+                      {"seed": 1000 * k, "image_size": 32, **({"camera_phase": k / 3} if staggered else {})})
+             for k in range(3)]
     proc = subprocess.Popen([sys.executable, "-m", "efm_ros.graph.host", *host_arguments(specs, default_params_file())],
                             env=python_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node = rclpy.create_node("host_rate_probe", context=rclpy_context)
@@ -83,6 +87,9 @@ def test_sim_robots_in_one_host_tick_at_their_rate_with_their_own_phase(rclpy_co
         phases = [float(np.median(np.mod(np.asarray(v), period))) for v in stamps.values()]
         spread = max(min(abs(a - b), period - abs(a - b)) for a in phases for b in phases)
         assert spread > 0.01, phases
+        if staggered:   # the stamp is taken after the frame is rendered: a few ms past the grid point
+            late = [(p - k * period / 3) % period for k, p in enumerate(phases)]
+            assert all(late_k < 0.03 for late_k in late), (phases, late)
     finally:
         ex.shutdown()
         node.destroy_node()

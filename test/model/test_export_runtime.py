@@ -272,8 +272,11 @@ def test_split_graphs_compute_the_full_graphs_function_with_one_backbone_pass_pe
         assert np.abs(policy.action_logits(frames[t], prev, INSTRUCTIONS[1]) - want_logits).max() < LOGIT_TOL
         assert abs(reward.steps_to_go(frames[t], prev, INSTRUCTIONS[1])[0] - want_d) < STEPS_TOL
     assert memo.misses == len(frames) and memo.hits == 4 * len(frames) - len(frames)
+    passes = []
+    backbone = reward.backbone
+    reward.backbone = lambda batch: passes.append(len(batch)) or backbone(batch)
     d_batch, _ = reward.steps_to_go(frames[1:], frames[:-1], INSTRUCTIONS[1])   # batched: no memo, same numbers
-    assert memo.misses == len(frames)
+    assert memo.misses == len(frames) and passes == [len(frames)]     # 8 frames in the call, 5 distinct
     assert np.abs(d_batch - [reward.steps_to_go(frames[t], frames[t - 1], INSTRUCTIONS[1])[0]
                              for t in range(1, len(frames))]).max() < STEPS_TOL
     changed = frames[4].copy()
@@ -329,3 +332,25 @@ def test_a_model_directory_exports_again_with_its_own_facts(model_dir, tmp_path)
     assert new["control_rate_hz"] == old["control_rate_hz"] and set(new["files"]) == set(old["files"])
     for a, b in zip(load_model_checkpoints(model_dir), load_model_checkpoints(out)):
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_export_sets_the_success_point_by_hand_and_keeps_the_calibrated_one(model_dir, tmp_path):
+    """``--success S K`` (a point chosen on the policy's marked rollouts): the manifest's success
+    rule is (S, K), the runtime's detector uses it, the calibrated point stays on record, and a
+    point that no detector can hold (negative s, k < 1, a fractional k) is refused."""
+    from efm_ros.model.export import main
+    from efm_ros.model.runtime import load_model
+
+    old = verify_manifest(model_dir)
+    out = tmp_path / "recalibrated"
+    assert main([str(model_dir), "--out", str(out), "--success", "3.25", "2"]) == 0
+    new = verify_manifest(out)
+    assert (new["success"]["threshold_steps"], new["success"]["consecutive"]) == (3.25, 2)
+    assert new["training"]["success_override"]["calibrated"] == {
+        "threshold_steps": old["success"]["threshold_steps"], "consecutive": old["success"]["consecutive"]}
+    m = load_model(out)
+    assert (m.success_threshold, m.success_k) == (3.25, 2)
+    assert bool(m.is_success(3.0)) and not bool(m.is_success(3.5))
+    for bad in (["-1", "1"], ["2", "0"], ["2", "1.5"], ["nan", "1"]):
+        with pytest.raises(ValueError, match="success point"):
+            main([str(model_dir), "--out", str(tmp_path / "bad"), "--success", *bad])

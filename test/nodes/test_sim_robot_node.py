@@ -88,3 +88,23 @@ def test_sim_robot_node_publishes_accepts_resets_and_survives_bad_commands(rclpy
     finally:
         ex.shutdown()
         node.destroy_node()
+
+
+def test_phase_delay_lands_on_the_grid():
+    """The first tick of a camera with camera_phase p waits until t mod period = p x period, on
+    the clock every process of the host shares; a tick due now waits one whole period (a timer
+    needs a positive period), and a phase outside [0, 1) is refused."""
+    from efm_ros.nodes.common import phase_delay
+
+    period = 0.1
+    for now in (1_700_000_000.0, 1_700_000_000.0371, 12.34567):
+        for phase in (0.0, 0.25, 0.5, 0.999):
+            delay = phase_delay(now, period, phase)
+            assert 0.0 < delay <= period + 1e-9
+            assert math.isclose((now + delay) % period, phase * period, abs_tol=1e-6) or \
+                math.isclose((now + delay) % period, period, abs_tol=1e-6) and phase == 0.0
+    assert math.isclose(phase_delay(10.0, period, 0.0), period)      # due now: the next grid point
+    assert math.isclose(phase_delay(10.02, period, 0.5), 0.03)
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError):
+            phase_delay(10.0, period, bad)
