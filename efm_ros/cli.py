@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-bags": ("efm_ros.data.foreign", "convert your own rosbag2 recordings into demonstration bags (a topic map)"),
     "read-bag": ("efm_ros.data.inspect", "summarise an episode bag (topics, counts, custom data)"),
     "mark": ("efm_ros.data.marks", "mark recorded policy rollouts as reached / not reached (steps-to-go training data)"),
+    "calibrate": ("efm_ros.learn.calibrate", "choose the success detector's (s, k) on marked policy rollouts; export the model with it"),
     "recover-bag": ("efm_ros.data.recover", "rewrite a bag cut by a crash (SIGKILL) as a complete episode"),
     "bench": ("efm_ros.bench", "run a benchmark and print its numbers (sim, collect, model, ...)"),
     "train-sft": ("efm_ros.learn.sft", "Stage 1: train BC + steps-to-go on demonstration bags"),

@@ -5,10 +5,11 @@
     # e.g. runs/probe/eval_efm_sft_200 (written by `efm-ros eval --out`, e.g. tools/stage1_probe.sh)
 
 `efm-ros eval` keeps every rollout's d and per-frame ground truth (traces.npz). This replays the
-k-tick detector (calibrate.episode_level_detection, judged at its first firing as a deployed robot
-would end the episode) at every s on a grid and k in 1..6, and prints the calibrated point, the
-best recall among the points whose episode precision reaches --min-precision, the best F1 with its
-outcome mix, and how well d separates goal frames and reached episodes at any operating point (ROC AUC).
+k-tick detector (calibrate.sweep_operating_points, judged at its first firing as a deployed robot
+would end the episode) at every s on a grid and k in 1..6, as ``efm-ros calibrate`` does on marked
+bags, and prints the calibrated point, the best recall among the points whose episode precision
+reaches --min-precision, the best F1 (calibrate's default choice) with its outcome mix, and how
+well d separates goal frames and reached episodes at any operating point (ROC AUC).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from efm_ros.learn.calibrate import episode_level_detection, roc_curve
+from efm_ros.learn.calibrate import choose_operating_point, episode_level_detection, roc_curve, sweep_operating_points
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,26 +31,20 @@ def main(argv: list[str] | None = None) -> int:
         off = z["offsets"]
         d = [z["d"][a:b] for a, b in zip(off[:-1], off[1:])]
         goals = [z["ground_truth"][a:b].astype(bool) for a, b in zip(off[:-1], off[1:])]
-        points = {}
-        for k in range(1, 7):
-            for s in np.round(np.arange(0.25, 15.01, 0.25), 2):
-                r = episode_level_detection(d, goals, float(s), k)
-                points[(k, float(s))] = (r.precision or 0.0, r.recall or 0.0, r.f1)
+        points = sweep_operating_points(d, goals)
         cal = episode_level_detection(d, goals, float(z["s"]), int(z["k"]))
         print(f"{path}: {len(d)} rollouts, {sum(g.any() for g in goals)} reached their goal")
         print(f"  calibrated s {float(z['s']):.2f}, k {int(z['k'])}: precision {cal.precision or 0:.2f}, "
               f"recall {cal.recall or 0:.2f}")
-        ok = [(v[1], key) for key, v in points.items() if v[0] >= args.min_precision]
-        if ok:
-            rec, (k, s) = max(ok)
-            print(f"  best recall at precision >= {args.min_precision:g}: {rec:.2f} (s {s:g}, k {k})")
+        best, method = choose_operating_point(points, args.min_precision)
+        if method == "recall_at_precision":
+            print(f"  best recall at precision >= {args.min_precision:g}: {best.recall:.2f} (s {best.s:g}, k {best.k})")
         else:
-            best_p = max(points.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+            p = max(points, key=lambda r: (r.precision or 0.0, r.recall or 0.0))
             print(f"  no point reaches precision {args.min_precision:g}; the most precise: "
-                  f"{best_p[1][0]:.2f} / {best_p[1][1]:.2f} (s {best_p[0][1]:g}, k {best_p[0][0]})")
-        (k, s), (pr, rc, f1) = max(points.items(), key=lambda kv: kv[1][2])
-        print(f"  best F1: {f1:.2f} = precision {pr:.2f}, recall {rc:.2f} (s {s:g}, k {k})")
-        r = episode_level_detection(d, goals, s, k)
+                  f"{p.precision or 0:.2f} / {p.recall or 0:.2f} (s {p.s:g}, k {p.k})")
+        r, _ = choose_operating_point(points)
+        print(f"  best F1: {r.f1:.2f} = precision {r.precision or 0:.2f}, recall {r.recall or 0:.2f} (s {r.s:g}, k {r.k})")
         early = [e.early_by for e in r.episodes if e.outcome == "early"]
         print(f"  there: {r.counts}; early by 1-2 steps: {sum(e <= 2 for e in early)} of {len(early)}")
         # separation, whatever the operating point: frames (goal vs not) and episodes (reached vs min d)

@@ -692,6 +692,125 @@ def sim_failure_rollouts(n: int, seed: int = 0, image_size: int = IMAGE_SIZE, ma
 
 
 # ---------------------------------------------------------------------------------------------
+# The operating point on the policy's own rollouts (``efm-ros calibrate``)
+
+S_GRID = tuple(float(x) for x in np.round(np.arange(0.25, 15.01, 0.25), 2))
+"""thresholds s (steps) tried on rollouts: every quarter step up to 15"""
+
+
+def sweep_operating_points(d_sequences: Sequence, goals: Sequence, *, s_grid: Sequence[float] = S_GRID,
+                           k_max: int = 6) -> list[DetectionSummary]:
+    """The k-tick detector (:func:`episode_level_detection`) at every (s, k) of s_grid x 1..k_max,
+    on the same episodes (``goals`` as there: None, a goal tick, or a per-tick mask)."""
+    if k_max < 1 or not len(s_grid):
+        raise ValueError(f"need k_max >= 1 and at least one s, got k_max {k_max}, {len(s_grid)} s values")
+    return [episode_level_detection(d_sequences, goals, float(s), k) for k in range(1, k_max + 1) for s in s_grid]
+
+
+def choose_operating_point(points: Sequence[DetectionSummary],
+                           min_precision: float | None = None) -> tuple[DetectionSummary, str]:
+    """(point, method). Without ``min_precision``: the point of maximal episode F1, "max_f1" (ties:
+    the more precise, then the smaller k, then the smaller s). With it: the highest recall among
+    the points whose episode precision reaches it, "recall_at_precision" (same ties), else max F1.
+
+    Why F1 by default: on the policy's own rollouts no point of any model we trained reaches
+    precision 0.9 at a useful recall (docs/results.md, the detector), and a detector that hardly
+    ever fires leaves practice episodes running to T_max past the goal; the point of best F1
+    chosen on marked rollouts let the oracle-reward rung lift as much as oracle termination did."""
+    if not points:
+        raise ValueError("no operating points to choose from")
+
+    def tie(p: DetectionSummary):
+        return (p.precision or 0.0, -p.k, -p.s)
+
+    if min_precision is not None:
+        ok = [p for p in points if p.precision is not None and p.precision >= min_precision]
+        if ok:
+            return max(ok, key=lambda p: ((p.recall or 0.0), *tie(p))), "recall_at_precision"
+    return max(points, key=lambda p: (p.f1, *tie(p))), "max_f1"
+
+
+def marked_rollout_d(d_fn: DFn, dirs: Sequence[str | Path], *, progress: bool = False):
+    """d of every frame of every marked rollout of ``dirs`` (``efm-ros mark``; ``eval --record``),
+    their goals for :func:`episode_level_detection` (a success's goal step, None for a failure) and
+    the :class:`~efm_ros.data.marks.MarkedRollouts` (counts, who marked them)."""
+    from efm_ros.data import read_episode
+    from efm_ros.data.marks import MarkError, marked_rollouts
+
+    marked = marked_rollouts(dirs)
+    if not marked.paths:
+        raise MarkError(f"{', '.join(map(str, dirs))}: no marked rollouts ({marked.unmarked} unmarked; efm-ros mark)")
+    items = zip(marked.paths, marked.marks)
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, total=len(marked.paths), desc="steps-to-go", unit="ep", dynamic_ncols=True)
+    d_sequences, goals = [], []
+    for path, mark in items:
+        ep = read_episode(path)
+        if mark.goal_step is not None and mark.goal_step >= len(ep.frames):
+            raise MarkError(f"{path.name}: marked reached at frame {mark.goal_step} of {len(ep.frames)}")
+        d_sequences.append(episode_steps_to_go(d_fn, ep.frames, ep.instruction)[0])
+        goals.append(mark.goal_step)
+    return d_sequences, goals, marked
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``efm-ros calibrate MODEL --rollouts DIR [DIR ...] --out NEW``: the detector's operating point
+    chosen on the policy's own marked rollouts, exported with the model."""
+    import argparse
+    import sys
+
+    from efm_ros.data.marks import MarkError
+    from efm_ros.model.export import export_dir
+    from efm_ros.model.manifest import ManifestError
+    from efm_ros.model.runtime import load_model
+
+    ap = argparse.ArgumentParser(
+        prog="efm-ros calibrate",
+        description="Choose the success detector's operating point (d <= s for k ticks) on the policy's own marked "
+                    "rollouts (efm-ros eval --record, efm-ros mark) and export MODEL with it as --out: the same "
+                    "graphs and weights, the new (s, k), and the calibrated point and these rollouts' counts on "
+                    "record (manifest training.success_override).")
+    ap.add_argument("model", type=Path, help="exported model directory whose reward model judges success")
+    ap.add_argument("--rollouts", nargs="+", required=True, help="directories of recorded episodes with marks.csv")
+    ap.add_argument("--out", type=Path, required=True, help="model directory to write")
+    ap.add_argument("--min-precision", type=float, default=None,
+                    help="choose the best recall among the points with this episode precision (default: best F1)")
+    ap.add_argument("--k-max", type=int, default=6, help="longest confirmation tried, ticks (default 6)")
+    ap.add_argument("--version", help="model version of --out (default: the --out directory name)")
+    ap.add_argument("--force", action="store_true", help="replace --out if it exists")
+    ap.add_argument("--signing-key", type=Path, help="Ed25519 private key that signs the manifest")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        model = load_model(args.model)
+        d_seqs, goals, marked = marked_rollout_d(onnx_d_fn(model), args.rollouts, progress=not args.no_progress)
+        points = sweep_operating_points(d_seqs, goals, k_max=args.k_max)
+        chosen, method = choose_operating_point(points, args.min_precision)
+        if chosen.count("hit") == 0:
+            raise ValueError(f"no operating point detects any of the {chosen.n_goal} rollouts marked reached "
+                             "(s up to 15 steps, k up to --k-max): mark more reached rollouts, or the reward model "
+                             "cannot tell this policy's goal states; nothing exported")
+        before = episode_level_detection(d_seqs, goals, model.success_threshold, model.success_k)
+        counts = marked.counts()
+        print(f"{counts['marked']} marked rollouts ({counts['success']} reached, {counts['failure']} not; "
+              f"marked by {counts['marked_by']}; {counts['unmarked']} unmarked, not used)")
+        for name, r in (("the model's point", before), (f"chosen ({method})", chosen)):
+            print(f"  {name}: s {r.s:g}, k {r.k}: episode precision {r.precision or 0:.2f}, recall {r.recall or 0:.2f}, "
+                  f"F1 {r.f1:.2f}, fires in {r.fired} of {len(d_seqs)}: {r.counts}")
+        facts = {"chosen_on": {"rollouts": [str(d) for d in args.rollouts], **counts, "method": method,
+                               "min_precision": args.min_precision, **chosen.to_dict()}}
+        manifest = export_dir(args.model, args.out, version=args.version or args.out.name, force=args.force,
+                              signing_key=args.signing_key, success=(chosen.s, chosen.k), success_facts=facts)
+    except (MarkError, ManifestError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"efm-ros calibrate: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {manifest['model_version']} -> {args.out} with success d <= {chosen.s:g} for {chosen.k} ticks")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # Plot
 
 
@@ -754,7 +873,8 @@ def plot_roc(curve: RocCurve | Calibration, path: str | Path, *, s: float | None
 
 __all__ = [
     "Calibration", "DetectionSummary", "EpisodeDetection", "FrameStats", "KChoice", "OUTCOMES", "RocCurve",
-    "ThresholdChoice", "calibrate", "calibrate_model", "choose_k", "choose_threshold", "classify_episode",
-    "episode_level_detection", "episode_steps_to_go", "goal_mask", "onnx_d_fn", "plot_roc", "previous_frames",
-    "roc_curve", "sim_failure_rollouts", "threshold_stats",
+    "S_GRID", "ThresholdChoice", "calibrate", "calibrate_model", "choose_k", "choose_operating_point",
+    "choose_threshold", "classify_episode", "episode_level_detection", "episode_steps_to_go", "goal_mask",
+    "marked_rollout_d", "onnx_d_fn", "plot_roc", "previous_frames", "roc_curve", "sim_failure_rollouts",
+    "sweep_operating_points", "threshold_stats",
 ]

@@ -54,6 +54,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -602,7 +603,7 @@ def reward_run_meta(meta: dict, rmeta: dict, reward_run: str | Path) -> dict:
     return out
 
 
-def success_point_meta(meta: dict, s: float, k: int) -> dict:
+def success_point_meta(meta: dict, s: float, k: int, facts: dict | None = None) -> dict:
     """``meta`` with the success detector's operating point set by hand to (s, k), e.g. a point
     chosen on the policy's own marked rollouts (``tools/detector_sweep.py``) rather than the
     trainer's calibration on held-out demonstrations. The calibrated point stays on record next to
@@ -610,9 +611,45 @@ def success_point_meta(meta: dict, s: float, k: int) -> dict:
     if not (np.isfinite(s) and s >= 0.0) or int(k) != k or k < 1:
         raise ValueError(f"a success point needs s >= 0 (steps) and an integer k >= 1 (ticks), got s {s}, k {k}")
     return {**meta, "success_threshold": float(s), "success_k": int(k),
-            "success_override": {"threshold_steps": float(s), "consecutive": int(k),
+            "success_override": {"threshold_steps": float(s), "consecutive": int(k), **(facts or {}),
                                  "calibrated": {"threshold_steps": float(meta["success_threshold"]),
                                                 "consecutive": int(meta["success_k"])}}}
+
+
+def export_dir(run: Path, out: Path, *, version: str | None = None, reward_run: Path | None = None,
+               instructions: Sequence[Path] = (), force: bool = False, signing_key: Path | None = None,
+               success: tuple[float, float] | None = None, success_facts: dict | None = None) -> dict:
+    """What ``efm-ros export`` does: export the training run (or exported model directory) ``run``
+    to ``out`` and return the verified manifest. reward_run: take the reward model and its s / k
+    from this run; success: the detector's operating point (s, k) set by hand
+    (:func:`success_point_meta`), with ``success_facts`` (how it was chosen) on record."""
+    run, out = Path(run), Path(out)
+    reexport = (run / MANIFEST_NAME).is_file()
+    policy, reward_model, meta, table = (load_model_dir_as_run if reexport else load_run)(run)
+    if reexport and version is None:    # verified just above
+        version = json.loads((run / MANIFEST_NAME).read_text())["model_version"]
+    if reward_run is not None:
+        _, reward_model, reward_meta, reward_table = load_run(reward_run)   # its own config (e.g. stg_bins)
+        meta = reward_run_meta(meta, reward_meta, reward_run)
+        for text in reward_table:
+            if text not in table:
+                table.add(text, reward_table[text])
+    if success is not None:
+        meta = success_point_meta(meta, success[0], success[1], success_facts)
+    extra = list(meta.get("instructions", []))
+    for f in instructions:
+        extra += [line.strip() for line in Path(f).read_text().splitlines() if line.strip()]
+    if any(t not in table for t in extra):
+        InstructionEncoder(table=table).encode(extra)   # embeds the new ones into `table`
+    mapped = {"data_hash", "metrics", "success_threshold", "success_k", "control_rate_hz",
+              "instructions", "action_scale"}
+    return export_model(
+        policy, out, reward_model=reward_model, instructions=table,
+        success_threshold=float(meta["success_threshold"]), success_k=int(meta["success_k"]),
+        control_rate_hz=float(meta["control_rate_hz"]), data_hash=str(meta["data_hash"]),
+        metrics=dict(meta["metrics"]), model_version=version, action_scale=meta.get("action_scale"),
+        training={k: v for k, v in meta.items() if k not in mapped}, overwrite=force,
+        signing_key=signing_key)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -634,33 +671,9 @@ def main(argv: list[str] | None = None) -> int:
                     "one, e.g. a point chosen on the policy's marked rollouts; the calibrated point stays on record")
     ap.epilog = __doc__[__doc__.index("Run directory"):__doc__.index("Usage:")]
     args = ap.parse_args(argv)
-
-    reexport = (args.run / MANIFEST_NAME).is_file()
-    policy, reward_model, meta, table = (load_model_dir_as_run if reexport else load_run)(args.run)
-    if reexport and args.version is None:    # verified just above
-        args.version = json.loads((args.run / MANIFEST_NAME).read_text())["model_version"]
-    if args.reward_run is not None:
-        _, reward_model, reward_meta, reward_table = load_run(args.reward_run)   # its own config (e.g. stg_bins)
-        meta = reward_run_meta(meta, reward_meta, args.reward_run)
-        for text in reward_table:
-            if text not in table:
-                table.add(text, reward_table[text])
-    if args.success is not None:
-        meta = success_point_meta(meta, args.success[0], args.success[1])
-    extra = list(meta.get("instructions", []))
-    for f in args.instructions:
-        extra += [line.strip() for line in f.read_text().splitlines() if line.strip()]
-    if any(t not in table for t in extra):
-        InstructionEncoder(table=table).encode(extra)   # embeds the new ones into `table`
-    mapped = {"data_hash", "metrics", "success_threshold", "success_k", "control_rate_hz",
-              "instructions", "action_scale"}
-    manifest = export_model(
-        policy, args.out, reward_model=reward_model, instructions=table,
-        success_threshold=float(meta["success_threshold"]), success_k=int(meta["success_k"]),
-        control_rate_hz=float(meta["control_rate_hz"]), data_hash=str(meta["data_hash"]),
-        metrics=dict(meta["metrics"]), model_version=args.version, action_scale=meta.get("action_scale"),
-        training={k: v for k, v in meta.items() if k not in mapped}, overwrite=args.force,
-        signing_key=args.signing_key)
+    manifest = export_dir(args.run, args.out, version=args.version, reward_run=args.reward_run,
+                          instructions=args.instructions, force=args.force, signing_key=args.signing_key,
+                          success=tuple(args.success) if args.success is not None else None)
     parity = manifest["export"]["parity_max_abs_diff"]
     print(f"exported {manifest['model_version']} -> {args.out}: {len(manifest['files'])} files, "
           f"{manifest['instructions']['count']} instructions, max |ORT - torch| {max(parity.values()):.1e}")

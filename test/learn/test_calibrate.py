@@ -197,3 +197,67 @@ def test_plot_roc_writes_png(tmp_path):
     c = cal.calibrate([_demo_d(10 + i) for i in range(10)], [np.linspace(30, 3, 20)], k_max=2)
     path = cal.plot_roc(c, tmp_path / "roc.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_operating_point_on_rollouts_is_the_best_f1_or_the_best_recall_at_a_precision():
+    """sweep + choose on rollouts like the policy's: goal episodes reach d 0.5 at their goal and
+    hold it, 2.5 one step before and 4.0 two steps before; a failed episode dips once to 0.4 (one
+    tick) and otherwise stays above 4. Every k = 1 point fires on the dip (a false alarm); k = 2 with
+    s in [0.5, 4) fires at or just after the goal: precision and recall 1. A precision target the sweep cannot reach falls back to
+    max F1, and one it can reach gives its best recall."""
+    goal_ep = np.array([9.0, 6.0, 4.0, 2.5, 0.5, 0.5, 0.5])          # goal from tick 4 on, held
+    fail_ep = np.array([9.0, 7.0, 0.4, 5.0, 4.5, 4.2, 4.1])
+    d, goals = [goal_ep] * 3 + [fail_ep] * 2, [4] * 3 + [None] * 2
+    points = cal.sweep_operating_points(d, goals, k_max=3)
+    assert len(points) == 3 * len(cal.S_GRID)
+    best, method = cal.choose_operating_point(points)
+    assert method == "max_f1" and best.precision == best.recall == 1.0
+    assert (best.k, best.s) == (2, 0.5)                                    # ties: the smaller s
+    assert cal.choose_operating_point(points, min_precision=1.01)[1] == "max_f1"
+    hard = [goal_ep, goal_ep, fail_ep, np.array([9.0, 5.0, 3.0, 2.0, 1.9, 1.2, 0.9])]   # the last: reached at 6
+    pts = cal.sweep_operating_points(hard, [4, 4, None, 6], k_max=2)
+    chosen, method = cal.choose_operating_point(pts, min_precision=1.0)
+    assert method == "recall_at_precision" and chosen.precision == 1.0
+    assert chosen.recall == max(p.recall or 0.0 for p in pts if (p.precision or 0.0) >= 1.0)
+    with pytest.raises(ValueError):
+        cal.choose_operating_point([])
+
+
+def test_calibrate_command_exports_the_point_chosen_on_marked_rollouts(tmp_path):
+    """efm-ros calibrate: d of every marked bag (by the model's reward graph), the point of best
+    F1 on them exported with the model (same weights and graphs, the new s and k, the calibrated
+    point and the marks' counts on record); unmarked bags are not used; no marks is a clear error."""
+    from efm_ros.data.marks import Mark, append_marks
+    from efm_ros.learn.evaluate import main as eval_main
+    from efm_ros.model.manifest import verify_manifest
+    from efm_ros.model.runtime import load_model
+
+    rec = tmp_path / "rollouts"
+    assert eval_main(["--model", "models/efm_sft", "--episodes", "5", "--max-steps", "10", "--record", str(rec),
+                      "--out", str(tmp_path / "eval"), "--no-plots", "--quiet"]) == 0
+    lines = (rec / "marks.csv").read_text().splitlines()
+    (rec / "marks.csv").write_text("\n".join(line for line in lines if not line.startswith("eval_s0_e00004")) + "\n")
+    model = load_model("models/efm_sft")
+    d_fn = cal.onnx_d_fn(model)
+    assert cal.main(["models/efm_sft", "--rollouts", str(rec), "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert not (tmp_path / "x").exists()        # 10 steps reach no goal: no point detects anything, none exported
+    # a person marks the episode that comes closest by d reached where its d is lowest
+    d, _, marked = cal.marked_rollout_d(d_fn, [rec])
+    i = int(np.argmin([x.min() for x in d]))
+    append_marks(rec, [Mark(marked.paths[i].name, "success", int(np.argmin(d[i])), "ana")])
+    out = tmp_path / "calibrated"
+    assert cal.main(["models/efm_sft", "--rollouts", str(rec), "--out", str(out), "--k-max", "3", "--no-progress"]) == 0
+    m = verify_manifest(out)
+    override = m["training"]["success_override"]
+    facts = override["chosen_on"]
+    assert facts["marked"] == 4 and facts["unmarked"] == 1 and facts["marked_by"]["ana"] == 1 and facts["hit"] >= 1
+    assert override["calibrated"]["threshold_steps"] == verify_manifest("models/efm_sft")["success"]["threshold_steps"]
+    # the exported point is the best F1 of the sweep over the same marked bags, recomputed here
+    d, goals, _ = cal.marked_rollout_d(d_fn, [rec])
+    assert goals[i] == int(np.argmin(d[i])) and len(d) == 4
+    want, _ = cal.choose_operating_point(cal.sweep_operating_points(d, goals, k_max=3))
+    assert (m["success"]["threshold_steps"], m["success"]["consecutive"]) == (want.s, want.k) == (facts["s"], facts["k"])
+    assert m["model_version"] == "calibrated" and set(m["files"]) == set(verify_manifest("models/efm_sft")["files"])
+    assert load_model(out).success_threshold == want.s
+    (tmp_path / "empty").mkdir()
+    assert cal.main(["models/efm_sft", "--rollouts", str(tmp_path / "empty"), "--out", str(tmp_path / "y")]) == 2
