@@ -605,7 +605,7 @@ def reward_run_meta(meta: dict, rmeta: dict, reward_run: str | Path) -> dict:
 
 def success_point_meta(meta: dict, s: float, k: int, facts: dict | None = None) -> dict:
     """``meta`` with the success detector's operating point set by hand to (s, k), e.g. a point
-    chosen on the policy's own marked rollouts (``tools/detector_sweep.py``) rather than the
+    chosen on the policy's own marked rollouts (``efm-ros calibrate``) rather than the
     trainer's calibration on held-out demonstrations. The calibrated point stays on record next to
     it (``training.success_override`` of the manifest)."""
     if not (np.isfinite(s) and s >= 0.0) or int(k) != k or k < 1:
