@@ -755,6 +755,36 @@ def marked_rollout_d(d_fn: DFn, dirs: Sequence[str | Path], *, progress: bool = 
     return d_sequences, goals, marked
 
 
+def calibrate_on_rollouts(model_dir: str | Path, rollout_dirs: Sequence[str | Path], out: str | Path, *,
+                          min_precision: float | None = None, k_max: int = 6, version: str | None = None,
+                          force: bool = False, signing_key: str | Path | None = None, progress: bool = False) -> dict:
+    """The detector's operating point chosen on the policy's own marked rollouts (``efm-ros calibrate``):
+    d of every marked rollout of ``rollout_dirs`` under ``model_dir``'s reward model, the k-tick detector
+    swept over (s, k) (:func:`sweep_operating_points`) and the point chosen (:func:`choose_operating_point`);
+    ``model_dir`` is exported again as ``out`` with that point, the calibrated one and these rollouts'
+    counts on record (manifest ``training.success_override``). Returns {"before": the model's point on
+    these rollouts, "chosen": the new one (DetectionSummary dicts), "method", "counts", "version"}.
+    Raises MarkError without marks and ValueError (nothing exported) when no point detects a reached rollout."""
+    from efm_ros.model.export import export_dir
+    from efm_ros.model.runtime import load_model
+
+    model = load_model(model_dir)
+    d_seqs, goals, marked = marked_rollout_d(onnx_d_fn(model), rollout_dirs, progress=progress)
+    chosen, method = choose_operating_point(sweep_operating_points(d_seqs, goals, k_max=k_max), min_precision)
+    if chosen.count("hit") == 0:
+        raise ValueError(f"no operating point detects any of the {chosen.n_goal} rollouts marked reached "
+                         "(s up to 15 steps, k up to --k-max): mark more reached rollouts, or the reward model "
+                         "cannot tell this policy's goal states; nothing exported")
+    before = episode_level_detection(d_seqs, goals, model.success_threshold, model.success_k)
+    counts = marked.counts()
+    facts = {"chosen_on": {"rollouts": [str(d) for d in rollout_dirs], **counts, "method": method,
+                           "min_precision": min_precision, **chosen.to_dict()}}
+    out = Path(out)
+    manifest = export_dir(model_dir, out, version=version or out.name, force=force, signing_key=signing_key,
+                          success=(chosen.s, chosen.k), success_facts=facts)
+    return {"before": before, "chosen": chosen, "method": method, "counts": counts, "version": manifest["model_version"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``efm-ros calibrate MODEL --rollouts DIR [DIR ...] --out NEW``: the detector's operating point
     chosen on the policy's own marked rollouts, exported with the model."""
@@ -762,9 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from efm_ros.data.marks import MarkError
-    from efm_ros.model.export import export_dir
     from efm_ros.model.manifest import ManifestError
-    from efm_ros.model.runtime import load_model
 
     ap = argparse.ArgumentParser(
         prog="efm-ros calibrate",
@@ -784,29 +812,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     try:
-        model = load_model(args.model)
-        d_seqs, goals, marked = marked_rollout_d(onnx_d_fn(model), args.rollouts, progress=not args.no_progress)
-        points = sweep_operating_points(d_seqs, goals, k_max=args.k_max)
-        chosen, method = choose_operating_point(points, args.min_precision)
-        if chosen.count("hit") == 0:
-            raise ValueError(f"no operating point detects any of the {chosen.n_goal} rollouts marked reached "
-                             "(s up to 15 steps, k up to --k-max): mark more reached rollouts, or the reward model "
-                             "cannot tell this policy's goal states; nothing exported")
-        before = episode_level_detection(d_seqs, goals, model.success_threshold, model.success_k)
-        counts = marked.counts()
-        print(f"{counts['marked']} marked rollouts ({counts['success']} reached, {counts['failure']} not; "
-              f"marked by {counts['marked_by']}; {counts['unmarked']} unmarked, not used)")
-        for name, r in (("the model's point", before), (f"chosen ({method})", chosen)):
-            print(f"  {name}: s {r.s:g}, k {r.k}: episode precision {r.precision or 0:.2f}, recall {r.recall or 0:.2f}, "
-                  f"F1 {r.f1:.2f}, fires in {r.fired} of {len(d_seqs)}: {r.counts}")
-        facts = {"chosen_on": {"rollouts": [str(d) for d in args.rollouts], **counts, "method": method,
-                               "min_precision": args.min_precision, **chosen.to_dict()}}
-        manifest = export_dir(args.model, args.out, version=args.version or args.out.name, force=args.force,
-                              signing_key=args.signing_key, success=(chosen.s, chosen.k), success_facts=facts)
+        r = calibrate_on_rollouts(args.model, args.rollouts, args.out, min_precision=args.min_precision,
+                                  k_max=args.k_max, version=args.version, force=args.force,
+                                  signing_key=args.signing_key, progress=not args.no_progress)
     except (MarkError, ManifestError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"efm-ros calibrate: {exc}", file=sys.stderr)
         return 2
-    print(f"exported {manifest['model_version']} -> {args.out} with success d <= {chosen.s:g} for {chosen.k} ticks")
+    counts, chosen = r["counts"], r["chosen"]
+    print(f"{counts['marked']} marked rollouts ({counts['success']} reached, {counts['failure']} not; "
+          f"marked by {counts['marked_by']}; {counts['unmarked']} unmarked, not used)")
+    for name, x in (("the model's point", r["before"]), (f"chosen ({r['method']})", chosen)):
+        print(f"  {name}: s {x.s:g}, k {x.k}: episode precision {x.precision or 0:.2f}, recall {x.recall or 0:.2f}, "
+              f"F1 {x.f1:.2f}, fires in {x.fired} of {counts['marked']}: {x.counts}")
+    print(f"exported {r['version']} -> {args.out} with success d <= {chosen.s:g} for {chosen.k} ticks")
     return 0
 
 

@@ -454,6 +454,12 @@ COMPARISON_SEED = 77_000
 the Stage-2 ladder, ``make demo``): disjoint from the demonstration, practice and calibration seeds"""
 
 
+MARKED_ROLLOUT_SEED = 5
+"""seed of the policy rollouts an experiment records and marks to choose the detector's operating point
+on (``efm-ros experiment figure3 --mark-rollouts``; the sixth session's 400 marked rollouts): apart
+from the comparison episodes and from practice"""
+
+
 def success_on_fixed_episodes(model_dir: str | Path, episodes: int, workers: int = 1, progress: bool = False,
                               **robot) -> dict:
     """The one evaluation protocol of every before/after comparison: ground-truth success on

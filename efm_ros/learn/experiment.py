@@ -27,7 +27,9 @@ import argparse
 import dataclasses
 import json
 import math
+import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from efm_ros.learn.evaluate import success_on_fixed_episodes as evaluate  # the one evaluation protocol
@@ -113,9 +115,42 @@ def _practise(policy: Path, reward: Path, out: Path, budget: int, seed: int, wor
             "best": str(res.best_version_dir) if res.best_version_dir else None, "final": str(res.final_version_dir)}
 
 
+def marked_operating_point(model: Path, out: Path, episodes: int, workers: int, robot: dict) -> tuple[Path, dict]:
+    """The product's step between Stage 1 and practice (docs/results.md, "The detector's operating point
+    chosen on the policy's own marked rollouts"): record ``episodes`` rollouts of ``model``'s policy
+    (:data:`~efm_ros.learn.evaluate.MARKED_ROLLOUT_SEED`), mark each reached or not, and choose the
+    detector's (s, k) on them (``efm-ros calibrate``). In simulation the marks come from the simulator's
+    ground truth, standing in for the operator who marks a real arm's rollouts (``efm-ros mark``); each
+    is one human label in the product, counted in the returned facts. Returns (the model to practise
+    with, facts); where no (s, k) detects a reached rollout, ``model`` itself and the reason."""
+    from efm_ros.learn.calibrate import calibrate_on_rollouts
+    from efm_ros.learn.evaluate import MARKED_ROLLOUT_SEED, evaluate_policy, record_marks
+
+    calibrated, rollouts, facts_file = out / "model", out / "rollouts", out / "marked.json"
+    if facts_file.exists():
+        facts = json.loads(facts_file.read_text())
+        return (calibrated if facts.get("chosen") else model), facts
+    shutil.rmtree(out, ignore_errors=True)                    # a killed earlier attempt
+    t0 = time.monotonic()
+    r = evaluate_policy(model, episodes, seed=MARKED_ROLLOUT_SEED, workers=workers, record_dir=rollouts,
+                        progress=False, **robot)
+    facts = {"episodes": episodes, "seed": MARKED_ROLLOUT_SEED, "labels": record_marks(r, rollouts),
+             "marked_by": "simulator ground truth, standing in for an operator",
+             "reached": r["ground_truth"]["successes"]}
+    try:
+        c = calibrate_on_rollouts(model, [rollouts], calibrated, force=True)
+        facts.update({"before": c["before"].to_dict(), "chosen": c["chosen"].to_dict(), "method": c["method"]})
+    except ValueError as exc:                                  # no point detects a reached rollout
+        facts["error"] = str(exc)
+    facts["seconds"] = round(time.monotonic() - t0, 1)
+    facts_file.write_text(json.dumps(facts, indent=1))
+    return (calibrated if facts.get("chosen") else model), facts
+
+
 def figure3(args) -> dict:
     out = Path(args.out)
-    results = {"n": args.n, "si_fraction": args.si_fraction, "seeds": {}, "eval_episodes": args.eval_episodes}
+    results = {"n": args.n, "si_fraction": args.si_fraction, "seeds": {}, "eval_episodes": args.eval_episodes,
+               "mark_rollouts": args.mark_rollouts, "improve": dataclasses.asdict(improve_config(args, 0))}
     robot, sft = robot_of(args), sft_overrides(args)
     for seed in args.seeds:
         t0 = time.monotonic()
@@ -125,16 +160,50 @@ def figure3(args) -> dict:
         large = _train_and_export(args.demos, 8 * args.n, seed, sd / "bc_8n", steps=args.steps_large or args.steps,
                                   threads=args.threads, cache_dir=args.cache_dir, sft=sft)
         budget = max(1, math.floor(args.si_fraction * args.n))
-        si = _practise(small, small, sd / "si", budget, seed, args.workers, robot, args)
+        start, marked = small, None
+        if args.mark_rollouts:                                 # the detector's point on marked rollouts of SFT(n)
+            start, marked = marked_operating_point(small, sd / "marked", args.mark_rollouts, args.workers, robot)
+        si = _practise(start, start, sd / "si", budget, seed, args.workers, robot, args)
         row = {"BC(n)": evaluate(small, args.eval_episodes, args.workers, **robot),
                "BC(8n)": evaluate(large, args.eval_episodes, args.workers, **robot),
-               "practice": si, "stage1": {"n": _stage1_summary(small), "8n": _stage1_summary(large)}}
+               "practice": si, "stage1": {"n": _stage1_summary(small), "8n": _stage1_summary(large)},
+               **({"marked_rollouts": marked} if marked is not None else {})}
         if si["best"]:
             row["SFT(n)+SI"] = evaluate(Path(si["best"]), args.eval_episodes, args.workers, **robot)
+            row["SFT(n)+SI"]["version"] = Path(si["best"]).name
+        row["SFT(n)+SI, last"] = evaluate(Path(si["final"]), args.eval_episodes, args.workers, **robot)
         row["seconds"] = time.monotonic() - t0
         results["seeds"][str(seed)] = row
-        _write(out, results, ("BC(n)", "BC(8n)", "SFT(n)+SI"), "Figure 3 analogue: Block2Block ground-truth success")
+        results["pooled"] = pooled(results["seeds"], FIGURE3_ARMS)
+        _write(out, results, FIGURE3_ARMS, "Figure 3 analogue: Block2Block ground-truth success")
+        if args.record:                                   # after every seed: a run cut short keeps the seeds it finished
+            _record(args.record, args.tag or "default", results, combine=join_seeds)
     return results
+
+
+def join_seeds(old: dict, new: dict) -> dict:
+    """figure3's entry in the results JSON when seeds run separately (e.g. one per session) under one
+    tag: the new run's fields, every seed of both (the new run's where both have one), pooled again."""
+    seeds = {**old.get("seeds", {}), **new["seeds"]}
+    return {**new, "seeds": seeds, "pooled": pooled(seeds, FIGURE3_ARMS)}
+
+
+#: figure3's arms: the version chosen without ground truth is "SFT(n)+SI" (the paper's), the last one beside it
+FIGURE3_ARMS = ("BC(n)", "BC(8n)", "SFT(n)+SI", "SFT(n)+SI, last")
+
+
+def pooled(seeds: dict, arms: Sequence[str]) -> dict:
+    """Each arm's successes over every seed's evaluation episodes, with a Wilson 95 % interval."""
+    from efm_ros.learn.evaluate import wilson_interval
+
+    out = {}
+    for arm in arms:
+        rows = [r[arm] for r in seeds.values() if arm in r]
+        if rows:
+            wins = sum(round(r["success"] * r["episodes"]) for r in rows)
+            n = sum(r["episodes"] for r in rows)
+            out[arm] = {"success": wins / n, "ci95": list(wilson_interval(wins, n)), "episodes": n, "seeds": len(rows)}
+    return out
 
 
 def novel(args) -> dict:
@@ -204,9 +273,10 @@ RUNG_NAMES = {"a": "oracle reward + oracle termination", "b": "learned reward + 
               "c": "oracle reward + learned detector", "d": "the product: learned reward + learned detector"}
 
 
-def _record(path: str, key: str, value: dict) -> None:
+def _record(path: str, key: str, value: dict, combine=None) -> None:
     """Set one entry of a shared results JSON; runs started side by side may record concurrently
-    (an exclusive lock around the read-modify-write, and an atomic replace)."""
+    (an exclusive lock around the read-modify-write, and an atomic replace). ``combine(old, new)``,
+    if given, makes the entry from the one already there (if any) and ``value``."""
     import fcntl
     import os
 
@@ -215,7 +285,7 @@ def _record(path: str, key: str, value: dict) -> None:
     with open(rec.with_name(f".{rec.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         doc = json.loads(rec.read_text()) if rec.exists() else {}
-        doc[key] = value
+        doc[key] = combine(doc[key], value) if combine is not None and key in doc else value
         tmp = rec.with_name(f".{rec.name}.tmp")
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, rec)
@@ -350,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--sft", default="", help='any other Stage-1 parameter: SFTConfig fields as JSON, '
                                                   'e.g. \'{"goal_frame_weight": 1.0}\'')
         add_robot_arguments(s)
+    f3 = sub.choices["figure3"]
+    f3.add_argument("--mark-rollouts", type=int, default=0, metavar="R",
+                    help="before practice, record R rollouts of SFT(n), mark them (in simulation from ground truth, "
+                         "standing in for an operator: R labels) and practise with the detector's point chosen on "
+                         "them (efm-ros calibrate; default 0: Stage 1's calibrated point, the paper's)")
+    f3.add_argument("--tag", default="", help="name of this run in the --record JSON")
+    f3.add_argument("--record", default="", help="also write the results into this JSON (docs/results/figure3.json)")
     lad = sub.add_parser("ladder", help="the Stage-2 ladder (simulation only); --rung pointmass: the authors' toy")
     lad.add_argument("--rung", choices=(*STATE_RUNGS, *RUNGS), default="pointmass",
                      help="pointmass (0); state (the table with privileged state observations, oracle termination); "

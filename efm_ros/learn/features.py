@@ -73,6 +73,26 @@ def frame_pairs(starts: np.ndarray, lengths: np.ndarray, include_last: bool) -> 
     return cur, prev, episode, t
 
 
+def shift_frames(frames: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """uint8 frames (N, S, S, 3) translated by (dx, dy) pixels (right, down), the border pixels
+    repeated into the gap: the random shift of DrQ / RAD (Kostrikov et al. 2020; Laskin et al. 2020),
+    here one shift for a whole episode so that a frame and its previous frame move together."""
+    p = max(abs(int(dx)), abs(int(dy)))
+    if p == 0:
+        return frames
+    size_y, size_x = frames.shape[1:3]
+    padded = np.pad(frames, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
+    return padded[:, p - dy:p - dy + size_y, p - dx:p - dx + size_x]
+
+
+def view_shift(episode_id: str, view: int, pixels: int) -> tuple[int, int]:
+    """The (dx, dy) of an episode in shifted view ``view`` >= 1: uniform in [-pixels, pixels]^2,
+    fixed by (episode id, view, pixels), so a cache of that view is reproducible."""
+    seed = int.from_bytes(hashlib.sha256(f"{episode_id}:{view}:{pixels}".encode()).digest()[:8], "little")
+    dx, dy = np.random.default_rng(seed).integers(-pixels, pixels + 1, size=2)
+    return int(dx), int(dy)
+
+
 def hash_episodes(paths: Sequence[Path]) -> str:
     """sha256 of an episode set: every bag's name and the bytes of its files, in sorted order."""
     h = hashlib.sha256()
@@ -151,9 +171,15 @@ def episode_rate(ep) -> float | None:
 
 
 def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path, *, threads: int = 0,
-                            progress: bool = True) -> EpisodeFeatures:
+                            progress: bool = True, view: int = 0, shift_pixels: int = 0) -> EpisodeFeatures:
     """Features of the episode bags ``paths`` under ``model``'s frozen backbone, from the cache
-    in ``cache_dir`` or computed (ONNX Runtime, ``threads`` intra-op threads) and stored there."""
+    in ``cache_dir`` or computed (ONNX Runtime, ``threads`` intra-op threads) and stored there.
+
+    ``view`` >= 1 with ``shift_pixels`` > 0: the features of a shifted copy of every episode
+    (:func:`shift_frames` by :func:`view_shift`; training augmentation, ``SFTConfig.shift_views``),
+    a cache of its own with the same index and rows as view 0, the frames as recorded."""
+    if view < 0 or (view > 0 and shift_pixels <= 0):
+        raise ValueError(f"a shifted view needs view >= 1 and shift_pixels > 0, got view {view}, {shift_pixels} px")
     from efm_ros.data import read_episode
     from efm_ros.data.episode import CONTINUOUS_SOURCES
 
@@ -161,7 +187,8 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
     data_hash = hash_episodes(paths)
     bkey = backbone_key(model)
     bins = model.config.action_spec   # teleoperated demos are tokenised with the model's bins
-    key = hashlib.sha256(f"{data_hash}:{bkey}:{bins.num_bins}:{bins.low}:{bins.high}".encode()).hexdigest()[:20]
+    shifted = f":shift{shift_pixels}:view{view}" if view else ""
+    key = hashlib.sha256(f"{data_hash}:{bkey}:{bins.num_bins}:{bins.low}:{bins.high}{shifted}".encode()).hexdigest()[:20]
     cache_dir = Path(cache_dir)
     target = cache_dir / key
     if (target / META_FILE).is_file():
@@ -179,14 +206,16 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
         bar = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=len(paths), desc="backbone features", unit="ep", dynamic_ncols=True)
+            bar = tqdm(total=len(paths), desc=f"backbone features, shifted view {view}" if view else "backbone features",
+                       unit="ep", dynamic_ncols=True)
         chunks = []
         for path in paths:
             ep = read_episode(path)
             if tokens and ep.tokens.shape[1] != tokens[0].shape[1]:
                 raise ValueError(f"{path}: {ep.tokens.shape[1]} action dimensions, but {paths[0].name} has "
                                  f"{tokens[0].shape[1]}: train on demonstrations of one robot")
-            chunks.append(extract_features(extractor, ep.frames))
+            frames = shift_frames(ep.frames, *view_shift(ep.episode_id, view, shift_pixels)) if view else ep.frames
+            chunks.append(extract_features(extractor, frames))
             n_frames.append(len(ep.frames))
             ids.append(ep.episode_id)
             instructions.append(ep.instruction)
@@ -215,7 +244,8 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
                  tokens=np.concatenate(tokens) if tokens else np.zeros((0, dims), np.int64))
         meta = {"data_hash": data_hash, "backbone_key": bkey, "episodes": len(ids), "frames": int(len(features)),
                 "feature_shape": list(features.shape[1:]), "control_rate_hz": rates.pop() if rates else None,
-                "seconds": round(time.perf_counter() - t0, 1), "extractor": "OnnxFeatureExtractor (ONNX Runtime)"}
+                "seconds": round(time.perf_counter() - t0, 1), "extractor": "OnnxFeatureExtractor (ONNX Runtime)",
+                **({"shift": {"view": view, "pixels": shift_pixels}} if view else {})}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         if target.exists():   # another run finished the same cache meanwhile: keep theirs
             shutil.rmtree(tmp)
@@ -228,4 +258,4 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
 
 
 __all__ = ["EpisodeFeatures", "backbone_key", "cached_episode_features", "extract_features", "frame_pairs",
-           "hash_episodes", "prev_frame_index"]
+           "hash_episodes", "prev_frame_index", "shift_frames", "view_shift"]

@@ -91,6 +91,15 @@ class SFTConfig:
     last frame shows where the instructed block ended, so the map must learn which block is the
     target and where the goal is, which BC alone barely teaches from few demos (docs/results.md,
     "What the camera features hold"). Keypoint trunk only."""
+    shift_views: int = 0
+    """a departure (0 = the paper's, which names augmentation as a lever, §5): also train on this many
+    shifted copies of every demonstration, each episode translated by one random (dx, dy) of at most
+    ``shift_pixels`` with its border repeated (DrQ's random shift, one shift per episode so a frame
+    and its previous frame move together; ``features.shift_frames``). Each copy is a feature cache of
+    its own (the backbone stays frozen): memory and caching time grow by that factor. Validation and
+    calibration see the frames as recorded."""
+    shift_pixels: int = 4
+    """the largest shift of ``shift_views``, in pixels of the model's image"""
     max_episodes: int | None = None
     """use only the first N episodes (sorted by id), e.g. the n of a data-scaling experiment"""
     eval_every: int = 100
@@ -160,6 +169,10 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.cur)
+
+    def moved(self, rows: int) -> Examples:
+        """The same examples on the feature rows ``rows`` further on (another view of the same frames)."""
+        return dataclasses.replace(self, cur=self.cur + rows, prev=self.prev + rows, final=self.final + rows)
 
     def __add__(self, other: Examples) -> Examples:
         """Both example sets, rows in order (the feature rows must index one table)."""
@@ -612,18 +625,33 @@ def train(cfg: SFTConfig) -> dict:
     bins = config.stg_spec
     bc_tr, stg_tr = bc_examples(fs, train_eps, text_rows, cfg.future_actions), stg_examples(fs, train_eps, text_rows, bins)
     bc_va, stg_va = bc_examples(fs, val_eps, text_rows), stg_examples(fs, val_eps, text_rows, bins)
+    bc_tr_0, stg_tr_0 = bc_tr, stg_tr
     rollout_meta, rollouts_val = None, []
+    tables = [fs.features]
+    for view in range(1, cfg.shift_views + 1):   # shifted copies of the training demos (SFTConfig.shift_views)
+        t0 = time.perf_counter()
+        vs = cached_episode_features(paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress, view=view,
+                                     shift_pixels=cfg.shift_pixels)
+        feature_seconds += time.perf_counter() - t0
+        if vs.episode_ids != fs.episode_ids or not np.array_equal(vs.starts, fs.starts):
+            raise RuntimeError(f"shifted view {view}'s feature cache does not match the demonstrations' rows")
+        rows = view * len(fs.features)
+        bc_tr, stg_tr = bc_tr + bc_tr_0.moved(rows), stg_tr + stg_tr_0.moved(rows)
+        tables.append(vs.features)
     if marked is None:
-        feats = torch.from_numpy(fs.features)
+        feats = torch.from_numpy(np.concatenate(tables) if len(tables) > 1 else fs.features)
+        if len(tables) > 1:
+            fs.features = None                                 # one copy of the table in memory
+        del tables
     else:   # steps-to-go also on the marked rollouts (SFTConfig.rollouts); their rows follow the demos'
         r_text = np.array([row_of[t] for t in rfs.instructions], np.int64)
         r_train, r_val = split_episodes(len(rfs), cfg.val_fraction, cfg.seed)
-        offset = len(fs.features)
+        offset = sum(len(t) for t in tables)
         r_tr = rollout_stg_examples(rfs, marked.marks, r_train, r_text, bins, offset)
         r_va = rollout_stg_examples(rfs, marked.marks, r_val, r_text, bins, offset)
         stg_tr, stg_va = stg_tr + r_tr, stg_va + r_va
-        feats = torch.from_numpy(np.concatenate([fs.features, rfs.features]))
-        fs.features = rfs.features = None                      # one copy of the table in memory
+        feats = torch.from_numpy(np.concatenate([*tables, rfs.features]))
+        fs.features = rfs.features = tables = None             # one copy of the table in memory
         rollouts_val = [(marked.paths[i], marked.marks[i]) for i in r_val]
         rollout_meta = {**marked.counts(), "train": len(r_train), "val": len(r_val),
                         "stg_train_examples": len(r_tr), "censored_train_examples": int(r_tr.censored.sum()),
@@ -763,6 +791,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--goal-frame-weight", type=float, default=d.goal_frame_weight,
                    help="weight of the auxiliary hindsight loss: the keypoint map predicts how the demo's goal frame "
                         "differs from the current one (a departure from the paper; default 0 = off)")
+    p.add_argument("--shift-views", type=int, default=d.shift_views,
+                   help="also train on this many randomly shifted copies of every demo, one shift per episode "
+                        "(augmentation, a departure from the paper; each copy is a feature cache; default 0 = off)")
+    p.add_argument("--shift-pixels", type=int, default=d.shift_pixels,
+                   help=f"the largest shift of --shift-views, in pixels (default {d.shift_pixels})")
     p.add_argument("--eval-every", type=int, default=d.eval_every, help=f"steps between validations (default {d.eval_every})")
     p.add_argument("--calibration-failures", type=int, default=d.calibration_failures,
                    help=f"failed rollouts for calibrating s (default {d.calibration_failures})")
@@ -797,13 +830,16 @@ def main(argv: list[str] | None = None) -> int:
                     lr=args.lr, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
                     val_fraction=args.val_fraction, random_init=args.random_init, max_episodes=args.max_episodes,
                     goal_frame_weight=args.goal_frame_weight, future_actions=args.future_actions,
-                    future_actions_weight=args.future_actions_weight,
-                    eval_every=args.eval_every, calibration_failures=args.calibration_failures,
+                    future_actions_weight=args.future_actions_weight, shift_views=args.shift_views,
+                    shift_pixels=args.shift_pixels, eval_every=args.eval_every, calibration_failures=args.calibration_failures,
                     cache_dir=args.cache_dir, threads=args.threads, progress=not args.no_progress,
                     model_config=json.loads(args.model_config), robot=args.robot,
                     robot_args=robot_args, topic_map=args.topic_map, rollouts=args.rollouts)
     if cfg.steps < 1 or cfg.eval_every < 1 or not 0 < cfg.val_fraction < 1 or cfg.batch_size < 2:
         print("train-sft: --steps, --eval-every >= 1, --batch-size >= 2, --val-fraction in (0, 1)", file=sys.stderr)
+        return 2
+    if cfg.shift_views < 0 or (cfg.shift_views and cfg.shift_pixels < 1):
+        print("train-sft: --shift-views >= 0, and --shift-pixels >= 1 with it", file=sys.stderr)
         return 2
     if cfg.rollouts and cfg.goal_frame_weight > 0:
         print("train-sft: --rollouts with --goal-frame-weight: a rollout marked failed has no goal frame", file=sys.stderr)

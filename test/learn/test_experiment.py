@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 from efm_ros.learn.experiment import _write, build_parser
 
 
@@ -32,3 +35,60 @@ def test_every_stage1_parameter_reaches_the_experiments_and_typos_are_refused():
     with pytest.raises(SystemExit, match="goal_frame_wieght"):
         sft_overrides(build_parser().parse_args(["figure3", "--demos", "d", "--n", "5", "--out", "o",
                                                  "--sft", '{"goal_frame_wieght": 1}']))
+
+
+def test_pooled_counts_every_seeds_episodes_with_a_wilson_interval():
+    from efm_ros.learn.evaluate import wilson_interval
+    from efm_ros.learn.experiment import pooled
+
+    seeds = {"0": {"BC(n)": {"success": 0.3, "episodes": 100}, "SFT(n)+SI": {"success": 0.5, "episodes": 100}},
+             "1": {"BC(n)": {"success": 0.25, "episodes": 200}}}
+    p = pooled(seeds, ("BC(n)", "BC(8n)", "SFT(n)+SI"))
+    assert p["BC(n)"] == {"success": 80 / 300, "ci95": list(wilson_interval(80, 300)), "episodes": 300, "seeds": 2}
+    assert p["SFT(n)+SI"]["seeds"] == 1 and "BC(8n)" not in p
+
+
+def test_marked_operating_point_records_marks_and_practises_with_the_point_chosen_on_them(tmp_path):
+    """figure3 --mark-rollouts: the SFT(n) policy's rollouts are recorded and marked (one label each),
+    the detector's point is chosen on them as efm-ros calibrate chooses it, and a second call reuses
+    the result; where no point detects a reached rollout, practice keeps the model's own point."""
+    from efm_ros.learn.calibrate import choose_operating_point, marked_rollout_d, onnx_d_fn, sweep_operating_points
+    from efm_ros.learn.experiment import marked_operating_point
+    from efm_ros.model.manifest import verify_manifest
+    from efm_ros.model.runtime import load_model
+
+    model = Path("models/efm_sft")
+    start, facts = marked_operating_point(model, tmp_path / "marked", 6, 1, {"robot_kwargs": {"families": ["block2block"]}})
+    assert facts["labels"] == 6 and facts["episodes"] == 6 and "simulator" in facts["marked_by"]
+    d, goals, marked = marked_rollout_d(onnx_d_fn(load_model(model)), [tmp_path / "marked" / "rollouts"])
+    assert len(d) == 6 and sum(g is not None for g in goals) == facts["reached"]
+    if "chosen" in facts:
+        want, _ = choose_operating_point(sweep_operating_points(d, goals))
+        m = verify_manifest(start)
+        assert start == tmp_path / "marked" / "model"
+        assert (m["success"]["threshold_steps"], m["success"]["consecutive"]) == (want.s, want.k)
+        assert (facts["chosen"]["s"], facts["chosen"]["k"]) == (want.s, want.k)
+    else:
+        assert start == model and "no operating point" in facts["error"]
+    again = marked_operating_point(model, tmp_path / "marked", 6, 1, {})
+    assert again == (start, facts)                          # cached: no second recording
+
+
+def test_figure3_arguments_for_the_product_loop_and_the_record():
+    a = build_parser().parse_args(["figure3", "--demos", "d", "--n", "50", "--out", "o", "--mark-rollouts", "400",
+                                   "--record", "docs/results/figure3.json", "--tag", "t"])
+    assert (a.mark_rollouts, a.record, a.tag) == (400, "docs/results/figure3.json", "t")
+    assert build_parser().parse_args(["figure3", "--demos", "d", "--n", "5", "--out", "o"]).mark_rollouts == 0
+
+
+def test_figure3_seeds_recorded_separately_join_one_entry_and_its_pooled_rate(tmp_path):
+    from efm_ros.learn.experiment import FIGURE3_ARMS, _record, join_seeds, pooled
+
+    def run(seeds):
+        res = {"n": 800, "seeds": seeds, "pooled": pooled(seeds, FIGURE3_ARMS)}
+        _record(str(tmp_path / "figure3.json"), "t", res, combine=join_seeds)
+
+    run({"0": {"BC(n)": {"success": 0.3, "episodes": 100}}})
+    run({"1": {"BC(n)": {"success": 0.2, "episodes": 100}}})
+    doc = json.loads((tmp_path / "figure3.json").read_text())
+    assert set(doc["t"]["seeds"]) == {"0", "1"} and doc["t"]["pooled"]["BC(n)"]["success"] == 0.25

@@ -148,6 +148,70 @@ def test_train_sft_end_to_end(demos, tmp_path):
     assert manifest["training"]["data_hash"] == meta["data_hash"]
 
 
+def test_shift_moves_every_frame_of_an_episode_alike_and_repeats_the_border():
+    from efm_ros.learn.features import shift_frames, view_shift
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (3, 12, 12, 3), dtype=np.uint8)
+    out = shift_frames(frames, 2, -3)                          # 2 right, 3 up
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, 0:9, 2:12], frames[:, 3:12, 0:10])   # content moved, every frame alike
+    np.testing.assert_array_equal(out[:, 9:, 2:], np.repeat(frames[:, 11:12, 0:10], 3, axis=1))   # bottom row repeated
+    np.testing.assert_array_equal(out[:, :, 0], out[:, :, 2])                      # left column repeated
+    assert shift_frames(frames, 0, 0) is frames
+    shifts = {view_shift(f"e{i:05d}", 1, 4) for i in range(200)}
+    assert all(-4 <= dx <= 4 and -4 <= dy <= 4 for dx, dy in shifts) and len(shifts) > 40   # spread over the square
+    assert view_shift("e00007", 2, 4) == view_shift("e00007", 2, 4)                      # reproducible
+    assert [view_shift("e00007", v, 4) for v in (1, 2, 3)] != [view_shift("e00007", 1, 4)] * 3
+
+
+def test_shifted_view_is_a_cache_of_its_own_with_view_zeros_rows(demos, tmp_path):
+    import torch
+
+    from efm_ros.data import list_episodes, read_episode
+    from efm_ros.learn.features import cached_episode_features, shift_frames, view_shift
+    from efm_ros.model.network import EFM, EFMConfig
+
+    paths = list_episodes(demos)[:2]
+    model = EFM(EFMConfig())
+    plain = cached_episode_features(paths, model, tmp_path, progress=False)
+    view = cached_episode_features(paths, model, tmp_path, progress=False, view=1, shift_pixels=4)
+    assert len(list(tmp_path.iterdir())) == 2 and view.meta["shift"] == {"view": 1, "pixels": 4}
+    assert view.episode_ids == plain.episode_ids and np.array_equal(view.starts, plain.starts)
+    np.testing.assert_array_equal(view.tokens, plain.tokens)          # the same actions: a shift does not change them
+    ep = read_episode(paths[1])
+    with torch.no_grad():
+        ref = model.backbone_features(torch.from_numpy(shift_frames(ep.frames[:3], *view_shift(ep.episode_id, 1, 4)))).numpy()
+    np.testing.assert_allclose(view.features[view.starts[1]:view.starts[1] + 3], ref, atol=1e-3)
+    with pytest.raises(ValueError, match="shifted view"):
+        cached_episode_features(paths, model, tmp_path, progress=False, view=1, shift_pixels=0)
+
+
+def test_train_sft_with_shifted_views_trains_on_every_view_and_validates_on_the_recording(demos, tmp_path):
+    from efm_ros.learn.sft import main
+
+    base = ["--demos", str(demos), "--steps", "10", "--eval-every", "10", "--batch-size", "16", "--val-fraction", "0.34",
+            "--calibration-failures", "0", "--threads", "2", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--out", str(tmp_path / "shifted"), "--shift-views", "2", "--shift-pixels", "3"]) == 0
+    assert len(list((tmp_path / "cache").glob("*/meta.json"))) == 3     # the recording and two shifted views
+    plain, shifted = (json.loads((tmp_path / r / "train_meta.json").read_text()) for r in ("plain", "shifted"))
+    assert shifted["sft_config"]["shift_views"] == 2 and shifted["episodes"] == plain["episodes"]
+    rows = {r: list(csv.DictReader(open(tmp_path / r / "metrics.csv")))[-1] for r in ("plain", "shifted")}
+    assert float(rows["shifted"]["epoch"]) == pytest.approx(float(rows["plain"]["epoch"]) / 3, abs=2e-3)   # 3x the examples
+    assert main([*base, "--out", str(tmp_path / "bad"), "--shift-views", "-1"]) == 2
+
+
+def test_examples_moved_point_at_another_views_rows():
+    fs = toy_features([3, 2])
+    ex = bc_examples(fs, np.array([0, 1]), np.zeros(2, np.int64))
+    moved = ex.moved(100)
+    np.testing.assert_array_equal(moved.cur, ex.cur + 100)
+    np.testing.assert_array_equal(moved.prev, ex.prev + 100)
+    np.testing.assert_array_equal(moved.final, ex.final + 100)
+    np.testing.assert_array_equal(moved.target, ex.target)
+
+
 def test_model_config_overrides_reach_the_network(tmp_path):
     from efm_ros.learn.sft import build_parser, main
 
