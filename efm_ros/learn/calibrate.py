@@ -730,6 +730,24 @@ def choose_operating_point(points: Sequence[DetectionSummary],
     return max(points, key=lambda p: (p.f1, *tie(p))), "max_f1"
 
 
+def uninformative(point: DetectionSummary) -> str | None:
+    """Why a detector at ``point`` tells nothing about these episodes, or None. It must detect some
+    episode that reached its goal, and its firings must be right more often than a firing at a random
+    tick would be: that is at most the share of episodes that reach their goal at all, so a precision
+    at or below that share is no better than chance. Such a detector ends practice episodes far from
+    the goal (docs/results.md, figure3 with marked rollouts: SFT(n)'s best point fired in 65 % of its
+    rollouts at precision 0.05, where 29 % reached the goal, and practice did not lift)."""
+    if point.count("hit") == 0:
+        return (f"no operating point detects any of the {point.n_goal} rollouts marked reached "
+                f"(s up to {max(S_GRID):g} steps, k up to the largest tried)")
+    share = point.n_goal / len(point.episodes)
+    if (point.precision or 0.0) <= share:
+        return (f"the best point (s {point.s:g}, k {point.k}) is right at {point.precision:.2f} of its firings, no more "
+                f"often than the {point.n_goal} of {len(point.episodes)} rollouts reach their goal ({share:.2f}): "
+                "no better than chance")
+    return None
+
+
 def marked_rollout_d(d_fn: DFn, dirs: Sequence[str | Path], *, progress: bool = False):
     """d of every frame of every marked rollout of ``dirs`` (``efm-ros mark``; ``eval --record``),
     their goals for :func:`episode_level_detection` (a success's goal step, None for a failure) and
@@ -764,17 +782,18 @@ def calibrate_on_rollouts(model_dir: str | Path, rollout_dirs: Sequence[str | Pa
     ``model_dir`` is exported again as ``out`` with that point, the calibrated one and these rollouts'
     counts on record (manifest ``training.success_override``). Returns {"before": the model's point on
     these rollouts, "chosen": the new one (DetectionSummary dicts), "method", "counts", "version"}.
-    Raises MarkError without marks and ValueError (nothing exported) when no point detects a reached rollout."""
+    Raises MarkError without marks and ValueError (nothing exported) when the chosen point is
+    :func:`uninformative`."""
     from efm_ros.model.export import export_dir
     from efm_ros.model.runtime import load_model
 
     model = load_model(model_dir)
     d_seqs, goals, marked = marked_rollout_d(onnx_d_fn(model), rollout_dirs, progress=progress)
     chosen, method = choose_operating_point(sweep_operating_points(d_seqs, goals, k_max=k_max), min_precision)
-    if chosen.count("hit") == 0:
-        raise ValueError(f"no operating point detects any of the {chosen.n_goal} rollouts marked reached "
-                         "(s up to 15 steps, k up to --k-max): mark more reached rollouts, or the reward model "
-                         "cannot tell this policy's goal states; nothing exported")
+    why = uninformative(chosen)
+    if why:
+        raise ValueError(f"{why}: mark more rollouts, or the reward model cannot tell this policy's goal states; "
+                         "nothing exported")
     before = episode_level_detection(d_seqs, goals, model.success_threshold, model.success_k)
     counts = marked.counts()
     facts = {"chosen_on": {"rollouts": [str(d) for d in rollout_dirs], **counts, "method": method,

@@ -223,6 +223,24 @@ def test_the_operating_point_on_rollouts_is_the_best_f1_or_the_best_recall_at_a_
         cal.choose_operating_point([])
 
 
+def test_a_detector_right_no_more_often_than_the_goal_is_reached_is_uninformative():
+    """Two of four rollouts reach their goal at tick 4. In one, d drops only at the goal; in every other
+    rollout d is low from the start: each point that detects the goal fires in all four, right in one,
+    precision 0.25 against a reach share of 0.5, no better than chance. Without those early dips the
+    same episodes give an informative detector, and a point that detects nothing is refused too."""
+    at_goal = np.array([9.0, 9.0, 9.0, 9.0, 0.5, 0.5, 0.5])
+    low = np.full(7, 0.5)
+    d, goals = [at_goal, low, low, low], [4, 4, None, None]
+    best, _ = cal.choose_operating_point(cal.sweep_operating_points(d, goals, k_max=2))
+    assert best.count("hit") == 1 and best.fired == 4 and best.precision == 0.25
+    assert "no better than chance" in cal.uninformative(best)
+    fine = [at_goal, at_goal, np.full(7, 9.0), np.full(7, 9.0)]
+    good, _ = cal.choose_operating_point(cal.sweep_operating_points(fine, goals, k_max=2))
+    assert good.precision == 1.0 and cal.uninformative(good) is None
+    blind = cal.episode_level_detection(fine, goals, 0.25, 1)
+    assert blind.count("hit") == 0 and "no operating point detects" in cal.uninformative(blind)
+
+
 def test_calibrate_command_exports_the_point_chosen_on_marked_rollouts(tmp_path):
     """efm-ros calibrate: d of every marked bag (by the model's reward graph), the point of best
     F1 on them exported with the model (same weights and graphs, the new s and k, the calibrated

@@ -48,13 +48,16 @@ def test_pooled_counts_every_seeds_episodes_with_a_wilson_interval():
     assert p["SFT(n)+SI"]["seeds"] == 1 and "BC(8n)" not in p
 
 
-def test_marked_operating_point_records_marks_and_practises_with_the_point_chosen_on_them(tmp_path):
-    """figure3 --mark-rollouts: the SFT(n) policy's rollouts are recorded and marked (one label each),
-    the detector's point is chosen on them as efm-ros calibrate chooses it, and a second call reuses
-    the result; where no point detects a reached rollout, practice keeps the model's own point."""
-    from efm_ros.learn.calibrate import choose_operating_point, marked_rollout_d, onnx_d_fn, sweep_operating_points
+def test_marked_operating_point_records_marks_and_keeps_stage_ones_point_when_the_detector_is_no_better_than_chance(
+        tmp_path):
+    """figure3 --mark-rollouts: the SFT(n) policy's rollouts are recorded and marked (one label each)
+    and the detector's point is chosen on them as efm-ros calibrate chooses it; the bundled model's
+    detector is right less often than its rollouts reach the goal (docs/results.md), so practice
+    keeps the model and its own point, with the reason on record; a second call reuses the result.
+    (The exported point of an informative detector: test_calibrate's command test.)"""
+    from efm_ros.learn.calibrate import (choose_operating_point, marked_rollout_d, onnx_d_fn, sweep_operating_points,
+                                         uninformative)
     from efm_ros.learn.experiment import marked_operating_point
-    from efm_ros.model.manifest import verify_manifest
     from efm_ros.model.runtime import load_model
 
     model = Path("models/efm_sft")
@@ -62,14 +65,9 @@ def test_marked_operating_point_records_marks_and_practises_with_the_point_chose
     assert facts["labels"] == 6 and facts["episodes"] == 6 and "simulator" in facts["marked_by"]
     d, goals, marked = marked_rollout_d(onnx_d_fn(load_model(model)), [tmp_path / "marked" / "rollouts"])
     assert len(d) == 6 and sum(g is not None for g in goals) == facts["reached"]
-    if "chosen" in facts:
-        want, _ = choose_operating_point(sweep_operating_points(d, goals))
-        m = verify_manifest(start)
-        assert start == tmp_path / "marked" / "model"
-        assert (m["success"]["threshold_steps"], m["success"]["consecutive"]) == (want.s, want.k)
-        assert (facts["chosen"]["s"], facts["chosen"]["k"]) == (want.s, want.k)
-    else:
-        assert start == model and "no operating point" in facts["error"]
+    best, _ = choose_operating_point(sweep_operating_points(d, goals))
+    assert uninformative(best) and start == model and "chosen" not in facts
+    assert facts["error"].startswith(uninformative(best)) and not (tmp_path / "marked" / "model").exists()
     again = marked_operating_point(model, tmp_path / "marked", 6, 1, {})
     assert again == (start, facts)                          # cached: no second recording
 
