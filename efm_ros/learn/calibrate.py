@@ -781,7 +781,7 @@ def calibrate_on_rollouts(model_dir: str | Path, rollout_dirs: Sequence[str | Pa
     swept over (s, k) (:func:`sweep_operating_points`) and the point chosen (:func:`choose_operating_point`);
     ``model_dir`` is exported again as ``out`` with that point, the calibrated one and these rollouts'
     counts on record (manifest ``training.success_override``). Returns {"before": the model's point on
-    these rollouts, "chosen": the new one (DetectionSummary dicts), "method", "counts", "version"}.
+    these rollouts, "chosen": the new one (DetectionSummary), "method", "counts", "version"}.
     Raises MarkError without marks and ValueError (nothing exported) when the chosen point is
     :func:`uninformative`."""
     from efm_ros.model.export import export_dir

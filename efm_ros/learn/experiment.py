@@ -122,7 +122,8 @@ def marked_operating_point(model: Path, out: Path, episodes: int, workers: int, 
     detector's (s, k) on them (``efm-ros calibrate``). In simulation the marks come from the simulator's
     ground truth, standing in for the operator who marks a real arm's rollouts (``efm-ros mark``); each
     is one human label in the product, counted in the returned facts. Returns (the model to practise
-    with, facts); where no (s, k) detects a reached rollout, ``model`` itself and the reason."""
+    with, facts); where calibrate refuses the detector (``calibrate.uninformative``: it detects no
+    reached rollout, or is right no more often than chance), ``model`` itself and the reason."""
     from efm_ros.learn.calibrate import calibrate_on_rollouts
     from efm_ros.learn.evaluate import MARKED_ROLLOUT_SEED, evaluate_policy, record_marks
 
@@ -140,7 +141,7 @@ def marked_operating_point(model: Path, out: Path, episodes: int, workers: int, 
     try:
         c = calibrate_on_rollouts(model, [rollouts], calibrated, force=True)
         facts.update({"before": c["before"].to_dict(), "chosen": c["chosen"].to_dict(), "method": c["method"]})
-    except ValueError as exc:                                  # no point detects a reached rollout
+    except ValueError as exc:                                  # refused: calibrate.uninformative
         facts["error"] = str(exc)
     facts["seconds"] = round(time.monotonic() - t0, 1)
     facts_file.write_text(json.dumps(facts, indent=1))
