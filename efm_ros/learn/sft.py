@@ -638,20 +638,15 @@ def train(cfg: SFTConfig) -> dict:
         rows = view * len(fs.features)
         bc_tr, stg_tr = bc_tr + bc_tr_0.moved(rows), stg_tr + stg_tr_0.moved(rows)
         tables.append(vs.features)
-    if marked is None:
-        feats = torch.from_numpy(np.concatenate(tables) if len(tables) > 1 else fs.features)
-        if len(tables) > 1:
-            fs.features = None                                 # one copy of the table in memory
-        del tables
-    else:   # steps-to-go also on the marked rollouts (SFTConfig.rollouts); their rows follow the demos'
+    if marked is not None:   # steps-to-go also on the marked rollouts (SFTConfig.rollouts); their rows follow the demos'
         r_text = np.array([row_of[t] for t in rfs.instructions], np.int64)
         r_train, r_val = split_episodes(len(rfs), cfg.val_fraction, cfg.seed)
         offset = sum(len(t) for t in tables)
         r_tr = rollout_stg_examples(rfs, marked.marks, r_train, r_text, bins, offset)
         r_va = rollout_stg_examples(rfs, marked.marks, r_val, r_text, bins, offset)
         stg_tr, stg_va = stg_tr + r_tr, stg_va + r_va
-        feats = torch.from_numpy(np.concatenate([*tables, rfs.features]))
-        fs.features = rfs.features = tables = None             # one copy of the table in memory
+        tables.append(rfs.features)
+        rfs.features = None
         rollouts_val = [(marked.paths[i], marked.marks[i]) for i in r_val]
         rollout_meta = {**marked.counts(), "train": len(r_train), "val": len(r_val),
                         "stg_train_examples": len(r_tr), "censored_train_examples": int(r_tr.censored.sum()),
@@ -660,6 +655,10 @@ def train(cfg: SFTConfig) -> dict:
               f"{rollout_meta['failure']} not; marked by " + ", ".join(f"{k}: {v}" for k, v in
                                                                       rollout_meta["marked_by"].items())
               + f"; {marked.unmarked} unmarked skipped): {len(r_tr)} train examples", flush=True)
+    feats = torch.from_numpy(np.concatenate(tables) if len(tables) > 1 else tables[0])
+    if len(tables) > 1:
+        fs.features = None                                     # one copy of the table in memory
+    del tables
     n_bc, n_stg = split_batch(cfg.batch_size)
     steps = cfg.steps if cfg.epochs is None else max(1, math.ceil(cfg.epochs * len(bc_tr) / n_bc))
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
