@@ -508,8 +508,10 @@ class Improver:
         self.policy_dir, self.reward_dir = Path(policy_dir), Path(reward_dir)
         self.policy, _ = load_model_checkpoints(self.policy_dir)       # verifies the manifest
         self.policy.eval()  # log π of the policy that acted: no dropout; the backbone stays frozen
-        self.reward = load_model(self.reward_dir, intra_op_threads=self.config.feature_threads)  # ONNX, frozen
-        self.audit = (load_model(self.config.audit_model, intra_op_threads=self.config.feature_threads)
+        self.reward = load_model(self.reward_dir, intra_op_threads=self.config.feature_threads,
+                                 functions=("reward",))  # ONNX, frozen
+        self.audit = (load_model(self.config.audit_model, intra_op_threads=self.config.feature_threads,
+                                 functions=("reward",))
                       if self.config.audit_model else None)  # judges versions only
         self.policy_manifest = json.loads((self.policy_dir / "manifest.json").read_text())
         self.instructions = InstructionTable.load(self.policy_dir / self.policy_manifest["instructions"]["file"])

@@ -93,9 +93,14 @@ class OnnxEFM:
 
     def __init__(self, model_dir: str | Path, *, providers: Sequence[str] | None = None,
                  intra_op_threads: int = 0, encoder: Callable[[list[str]], np.ndarray] | None = None,
-                 memo: FeatureMemo | None = SHARED_FEATURES):
+                 memo: FeatureMemo | None = SHARED_FEATURES, functions: Sequence[str] = ROLES):
         import onnxruntime as ort
 
+        unknown = [f for f in functions if f not in ROLES]
+        if unknown or not functions:
+            raise ValueError(f"functions {list(functions)}: expected some of {ROLES}")
+        self.functions: tuple[str, ...] = tuple(f for f in ROLES if f in functions)
+        """the functions loaded ("policy", "reward"): a node loads only the one it serves"""
         self.model_dir = Path(model_dir)
         self.manifest = verify_manifest(self.model_dir)
         m = self.manifest
@@ -118,7 +123,8 @@ class OnnxEFM:
         self.backbone_id: str | None = (m["files"][m["graphs"]["backbone"]["file"]]["sha256"] if self.split else None)
         self.memo = memo if self.split else None
         self.sessions = {}
-        for role in (SPLIT_ROLES if self.split else ROLES):
+        roles = ("backbone", *(f"{f}_head" for f in self.functions)) if self.split else self.functions
+        for role in roles:
             spec = m["graphs"][role]
             sess = ort.InferenceSession(str(self.model_dir / spec["file"]), options, providers=chosen)
             self._check_io(role, sess, spec)
@@ -189,6 +195,8 @@ class OnnxEFM:
     def _run(self, role: str, outputs: list[str], frame, prev_frame, instruction) -> tuple[list, bool]:
         """Run the ``role`` ("policy" | "reward") function: its split head on backbone features
         (memoised for single frames) when the model has one, else its full graph."""
+        if role not in self.functions:
+            raise ValueError(f"{self.model_dir}: loaded without its {role} function (load_model(functions=...))")
         frame, prev_frame, emb, single = self._inputs(frame, prev_frame, instruction)
         if not self.split:
             feed = {"frame": frame, "prev_frame": prev_frame, "instruction_embedding": emb}
@@ -246,7 +254,7 @@ class OnnxEFM:
 
 def load_model(model_dir: str | Path, *, providers: Sequence[str] | None = None, intra_op_threads: int = 0,
                encoder: Callable[[list[str]], np.ndarray] | None = None,
-               memo: FeatureMemo | None = SHARED_FEATURES) -> OnnxEFM:
+               memo: FeatureMemo | None = SHARED_FEATURES, functions: Sequence[str] = ROLES) -> OnnxEFM:
     """Verify and load ``model_dir`` (manifest.json + graphs + instruction table).
 
     providers: ONNX Runtime execution providers (default: TensorRT > CUDA > CPU, as available).
@@ -255,5 +263,9 @@ def load_model(model_dir: str | Path, *, providers: Sequence[str] | None = None,
     which needs torch); without one an unknown instruction raises UnknownInstructionError.
     memo: where single-frame backbone features are shared (default: this process's
     :data:`SHARED_FEATURES`; None: none, every call runs the backbone on both frames).
+    functions: which of "policy" and "reward" to load graphs for (default both); the manifest and
+    every file's sha256 are verified either way. A policy node loads only the policy, so a version
+    switch does not build the frozen reward graph's session again.
     """
-    return OnnxEFM(model_dir, providers=providers, intra_op_threads=intra_op_threads, encoder=encoder, memo=memo)
+    return OnnxEFM(model_dir, providers=providers, intra_op_threads=intra_op_threads, encoder=encoder, memo=memo,
+                   functions=functions)

@@ -224,7 +224,8 @@ class PolicyNode(LifecycleNode):
             self._last_fault = f"configure failed: {exc}"
             self.get_logger().error(self._last_fault)
             return TransitionCallbackReturn.FAILURE
-        loader = functools.partial(self._trusted_load, providers=providers, intra_op_threads=self.threads)
+        loader = functools.partial(self._trusted_load, providers=providers, intra_op_threads=self.threads,
+                                   functions=("policy",))
         swapper = HotSwapper(loader, watch_dir=self.watch_dir or None, period_s=self.watch_period, log=self._log)
         try:
             model = swapper.load_initial(self.get_parameter("model_dir").value)

@@ -89,7 +89,7 @@ class StepsToGoNode(Node):
                                "coordinator (efm_ros/FleetStatus)", read_only=True)
         threads = declare(self, "inference_threads", 1, "ONNX Runtime intra-op threads", lo=0, hi=64, read_only=True)
 
-        self.model = load_model(model_dir, intra_op_threads=threads)  # verifies manifest.json; raises if corrupt
+        self.model = load_model(model_dir, intra_op_threads=threads, functions=("reward",))  # verifies manifest.json
         self.config = EpisodeConfig(success_threshold=self.model.success_threshold if s < 0 else s,
                                     success_k=self.model.success_k if k == 0 else k,
                                     max_steps=max_steps, reset_retries=retries)

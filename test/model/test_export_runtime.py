@@ -87,6 +87,23 @@ def test_unknown_instruction_and_bad_frames(model):
         model.act(np.zeros((64, 64, 3), np.uint8), frame, INSTRUCTIONS[0])
 
 
+def test_a_node_loads_only_the_function_it_serves(model_dir, model):
+    frame = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    policy = load_model(model_dir, providers=["CPUExecutionProvider"], functions=("policy",), memo=None)
+    reward = load_model(model_dir, providers=["CPUExecutionProvider"], functions=["reward"], memo=None)
+    assert "reward_head" not in policy.sessions and "policy_head" not in reward.sessions
+    np.testing.assert_allclose(policy.action_logits(frame, frame, INSTRUCTIONS[0]),
+                               model.action_logits(frame, frame, INSTRUCTIONS[0]), atol=1e-6)
+    assert reward.steps_to_go(frame, frame, INSTRUCTIONS[0])[0] == pytest.approx(
+        model.steps_to_go(frame, frame, INSTRUCTIONS[0])[0], abs=1e-5)
+    with pytest.raises(ValueError, match="without its reward function"):
+        policy.steps_to_go(frame, frame, INSTRUCTIONS[0])
+    with pytest.raises(ValueError, match="without its policy function"):
+        reward.act(frame, frame, INSTRUCTIONS[0])
+    with pytest.raises(ValueError, match="expected some of"):
+        load_model(model_dir, functions=("value",))
+
+
 def test_unknown_instruction_uses_the_encoder_when_given(model_dir):
     calls = []
 
