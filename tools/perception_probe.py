@@ -4,6 +4,7 @@
     .venv/bin/python tools/perception_probe.py FEATURE_CACHE RUN [CHECKPOINT]     # the policy probe (seconds)
     .venv/bin/python tools/perception_probe.py FEATURE_CACHE RUN [CHECKPOINT] --held-out-of 6400
         # a RUN trained on more demos (the first 6400): fit on its training episodes among the cache's, score on its validation ones
+    .venv/bin/python tools/perception_probe.py FEATURE_CACHE RUN --joint-head     # the action head probe (~3 min)
     # e.g. data/stage1/feature_cache/df2eee9ec57df306f9f4 models/efm_sft   (the 800 demos of seed 0)
 
 FEATURE_CACHE is one ``train-sft`` feature cache of the first N demonstrations of ``collect-demos
@@ -19,6 +20,12 @@ FEATURE_CACHE is one ``train-sft`` feature cache of the first N demonstrations o
   policy.safetensors, or reward_model.safetensors): a ridge regression from the trained network's
   last hidden layer (the z the action head and the Stage-2 tilt read) to the same
   positions: what the BC-trained policy does know.
+
+* **joint head** (``--joint-head``): on the same z, the BC NLL of the run's own action head (one
+  categorical per action dimension, independent given z) against two heads refitted on z over the
+  training split: independent per dimension again, and one categorical over every combination of
+  the tokens (the joint the paper's autoregressive decoder can represent). How much of BC's loss is
+  the factorisation, not what z knows.
 
 Errors are RMSE in cm on the 50 cm table, next to a constant prediction's.
 """
@@ -56,6 +63,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     run_episodes = None
+    joint = "--joint-head" in argv
+    argv = [a for a in argv if a != "--joint-head"]
     if "--held-out-of" in argv:
         i = argv.index("--held-out-of")
         run_episodes = int(argv[i + 1])
@@ -78,6 +87,8 @@ def main(argv: list[str]) -> int:
     print(f"{len(fs)} episodes, {len(y)} frames ({tr.sum()} train / {va.sum()} val), features {fs.features.shape[1:]}")
     print(f"constant prediction, RMSE cm (pusher, target, goal): {np.round(rmse(np.broadcast_to(mean, y[va].shape), y[va]), 2).tolist()}")
 
+    if len(argv) > 1 and joint:
+        return joint_head_probe(argv, fs, text, tr, va, cur, prev)
     if len(argv) > 1:
         return policy_probe(argv, fs, y, text, tr, va, cur, prev)
     probe = KeypointTrunk(EFMConfig(dropout=0.0, prev_dropout=0.0), fs.features.shape[1:])
@@ -107,21 +118,63 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def policy_probe(argv, fs, y, text, tr, va, cur, prev) -> int:
+def hidden_layer(argv, fs, text, cur, prev):
+    """(trunk, z (F, hidden) float32): the run's z of every frame pair, the layer both heads (and the Stage-2 tilt) read."""
     from efm_ros.model.network import load_checkpoint
 
     feats, t = torch.from_numpy(fs.features), torch.from_numpy(text)
     trunk = load_checkpoint(Path(argv[1]) / (argv[2] if len(argv) > 2 else "policy.safetensors")).eval().trunk
-    with torch.no_grad():                        # z: the hidden layer both heads (and the Stage-2 tilt) read
+    with torch.no_grad():
         z = torch.cat([trunk.hidden(trunk.feature_map(feats[torch.from_numpy(cur[i])], feats[torch.from_numpy(prev[i])],
                                                       t[i]), t[i])
-                       for i in np.array_split(np.arange(len(y)), max(1, len(y) // 1024))]).numpy().astype(np.float64)
+                       for i in np.array_split(np.arange(len(cur)), max(1, len(cur) // 1024))])
+    return trunk, z
+
+
+def policy_probe(argv, fs, y, text, tr, va, cur, prev) -> int:
+    z = hidden_layer(argv, fs, text, cur, prev)[1].numpy().astype(np.float64)
     z = np.hstack([z, np.ones((len(z), 1))])
     a = z[tr].T @ z[tr] + 1.0 * np.eye(z.shape[1])
     w = np.linalg.solve(a, z[tr].T @ y[tr])
     print(f"policy probe (ridge on {argv[1]} {argv[2] if len(argv) > 2 else 'policy'}'s last hidden layer, "
           f"{z.shape[1] - 1} units), val RMSE cm "
           f"(pusher, target, goal): {np.round(rmse(z[va] @ w, y[va]), 2).tolist()}")
+    return 0
+
+
+def joint_head_probe(argv, fs, text, tr, va, cur, prev, steps: int = 4000) -> int:
+    from efm_ros.learn.features import frame_pairs
+
+    trunk, z = hidden_layer(argv, fs, text, cur, prev)
+    _, _, ep, t = frame_pairs(fs.starts, fs.lengths, include_last=True)
+    acts = t < fs.lengths[ep]                                   # frames with an action (not the goal frame)
+    y = torch.from_numpy(fs.tokens[fs.token_starts[ep[acts]] + t[acts]])
+    z, tr, va = z[torch.from_numpy(acts)], np.flatnonzero(tr[acts]), np.flatnonzero(va[acts])
+    dims, bins = trunk.action_shape
+
+    def nll(logits, tokens, joint: bool):
+        if joint:
+            flat = (tokens * bins ** torch.arange(dims - 1, -1, -1)).sum(-1)
+            return -torch.log_softmax(logits, -1).gather(-1, flat[:, None]).squeeze(-1)
+        return -torch.log_softmax(logits.unflatten(-1, (dims, bins)), -1).gather(-1, tokens[..., None]).squeeze(-1).sum(-1)
+
+    with torch.no_grad():
+        own = nll(trunk.action_head(z), y, False)
+    print(f"the run's own head (independent per dimension): val NLL {own[va].mean():.3f} (train {own[tr].mean():.3f})")
+    for joint in (False, True):
+        head = nn.Linear(z.shape[1], bins ** dims if joint else dims * bins)
+        opt = torch.optim.AdamW(head.parameters(), 3e-3, weight_decay=1e-4)
+        rng = np.random.default_rng(0)
+        for _ in range(steps):
+            b = torch.from_numpy(rng.choice(tr, 512))
+            loss = nll(head(z[b]), y[b], joint).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            out = nll(head(z), y, joint)
+        print(f"refitted on z, {'joint over all ' + str(bins ** dims) + ' token combinations' if joint else 'independent per dimension'}: "
+              f"val NLL {out[va].mean():.3f} (train {out[tr].mean():.3f})")
     return 0
 
 

@@ -170,16 +170,73 @@ def episode_rate(ep) -> float | None:
     return round(1e9 / float(np.median(np.diff(stamps))), 1)
 
 
+@dataclass(frozen=True)
+class ShiftedView:
+    """View ``view`` >= 1 of ``SFTConfig.shift_views``: every episode translated by
+    :func:`view_shift` (at most ``pixels``), the border repeated (:func:`shift_frames`)."""
+
+    view: int
+    pixels: int
+
+    def __post_init__(self) -> None:
+        if self.view < 1 or self.pixels < 1:
+            raise ValueError(f"a shifted view needs view >= 1 and pixels > 0, got view {self.view}, {self.pixels} px")
+
+    @property
+    def key(self) -> str:
+        """what the view adds to its cache key"""
+        return f":shift{self.pixels}:view{self.view}"
+
+    @property
+    def meta(self) -> dict:
+        return {"shift": {"view": self.view, "pixels": self.pixels}}
+
+    @property
+    def label(self) -> str:
+        return f"shifted view {self.view}"
+
+    def __call__(self, episode_id: str, frames: np.ndarray) -> np.ndarray:
+        return shift_frames(frames, *view_shift(episode_id, self.view, self.pixels))
+
+
+@dataclass(frozen=True)
+class SymmetricView:
+    """Every episode mirrored or turned by a symmetry of the view (``SFTConfig.symmetries``,
+    :func:`efm_ros.learn.symmetry.transform_frames`)."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        from efm_ros.learn.symmetry import symmetry_matrix
+        symmetry_matrix(self.name)                                   # an unknown name fails here
+
+    @property
+    def key(self) -> str:
+        """what the view adds to its cache key"""
+        return f":symmetry:{self.name}"
+
+    @property
+    def meta(self) -> dict:
+        return {"symmetry": self.name}
+
+    @property
+    def label(self) -> str:
+        return f"view {self.name}"
+
+    def __call__(self, episode_id: str, frames: np.ndarray) -> np.ndarray:
+        from efm_ros.learn.symmetry import transform_frames
+        return transform_frames(frames, self.name)
+
+
 def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path, *, threads: int = 0,
-                            progress: bool = True, view: int = 0, shift_pixels: int = 0) -> EpisodeFeatures:
+                            progress: bool = True, view: ShiftedView | SymmetricView | None = None) -> EpisodeFeatures:
     """Features of the episode bags ``paths`` under ``model``'s frozen backbone, from the cache
     in ``cache_dir`` or computed (ONNX Runtime, ``threads`` intra-op threads) and stored there.
 
-    ``view`` >= 1 with ``shift_pixels`` > 0: the features of a shifted copy of every episode
-    (:func:`shift_frames` by :func:`view_shift`; training augmentation, ``SFTConfig.shift_views``),
-    a cache of its own with the same index and rows as view 0, the frames as recorded."""
-    if view < 0 or (view > 0 and shift_pixels <= 0):
-        raise ValueError(f"a shifted view needs view >= 1 and shift_pixels > 0, got view {view}, {shift_pixels} px")
+    ``view``: the features of a transformed copy of every episode's frames (training augmentation:
+    :class:`ShiftedView`, :class:`SymmetricView`), a cache of its own with the same index and rows as
+    the recording's. The index (tokens, instructions) is the recording's: what the transform does to
+    actions and instructions is the trainer's to apply."""
     from efm_ros.data import read_episode
     from efm_ros.data.episode import CONTINUOUS_SOURCES
 
@@ -187,8 +244,8 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
     data_hash = hash_episodes(paths)
     bkey = backbone_key(model)
     bins = model.config.action_spec   # teleoperated demos are tokenised with the model's bins
-    shifted = f":shift{shift_pixels}:view{view}" if view else ""
-    key = hashlib.sha256(f"{data_hash}:{bkey}:{bins.num_bins}:{bins.low}:{bins.high}{shifted}".encode()).hexdigest()[:20]
+    viewed = view.key if view is not None else ""
+    key = hashlib.sha256(f"{data_hash}:{bkey}:{bins.num_bins}:{bins.low}:{bins.high}{viewed}".encode()).hexdigest()[:20]
     cache_dir = Path(cache_dir)
     target = cache_dir / key
     if (target / META_FILE).is_file():
@@ -206,7 +263,7 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
         bar = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=len(paths), desc=f"backbone features, shifted view {view}" if view else "backbone features",
+            bar = tqdm(total=len(paths), desc=f"backbone features, {view.label}" if view is not None else "backbone features",
                        unit="ep", dynamic_ncols=True)
         chunks = []
         for path in paths:
@@ -214,7 +271,7 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
             if tokens and ep.tokens.shape[1] != tokens[0].shape[1]:
                 raise ValueError(f"{path}: {ep.tokens.shape[1]} action dimensions, but {paths[0].name} has "
                                  f"{tokens[0].shape[1]}: train on demonstrations of one robot")
-            frames = shift_frames(ep.frames, *view_shift(ep.episode_id, view, shift_pixels)) if view else ep.frames
+            frames = view(ep.episode_id, ep.frames) if view is not None else ep.frames
             chunks.append(extract_features(extractor, frames))
             n_frames.append(len(ep.frames))
             ids.append(ep.episode_id)
@@ -245,7 +302,7 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
         meta = {"data_hash": data_hash, "backbone_key": bkey, "episodes": len(ids), "frames": int(len(features)),
                 "feature_shape": list(features.shape[1:]), "control_rate_hz": rates.pop() if rates else None,
                 "seconds": round(time.perf_counter() - t0, 1), "extractor": "OnnxFeatureExtractor (ONNX Runtime)",
-                **({"shift": {"view": view, "pixels": shift_pixels}} if view else {})}
+                **(view.meta if view is not None else {})}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
         if target.exists():   # another run finished the same cache meanwhile: keep theirs
             shutil.rmtree(tmp)
@@ -257,5 +314,5 @@ def cached_episode_features(paths: Sequence[Path], model, cache_dir: str | Path,
     return _load(target)
 
 
-__all__ = ["EpisodeFeatures", "backbone_key", "cached_episode_features", "extract_features", "frame_pairs",
+__all__ = ["EpisodeFeatures", "ShiftedView", "SymmetricView", "backbone_key", "cached_episode_features", "extract_features", "frame_pairs",
            "hash_episodes", "prev_frame_index", "shift_frames", "view_shift"]

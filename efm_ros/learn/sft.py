@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from efm_ros.learn.features import EpisodeFeatures, frame_pairs
+from efm_ros.learn.symmetry import SYMMETRIES, SymmetryError
 from efm_ros.robots import parse_robot_args
 
 
@@ -100,6 +101,18 @@ class SFTConfig:
     calibration see the frames as recorded."""
     shift_pixels: int = 4
     """the largest shift of ``shift_views``, in pixels of the model's image"""
+    symmetries: list[str] = dataclasses.field(default_factory=list)
+    """a departure (none = the paper's): also train on every demonstration mirrored or turned by these
+    symmetries of the view (names of ``efm_ros.learn.symmetry.SYMMETRIES``, e.g. all seven for a camera
+    looking straight down on a square table): the frames transformed, the action's image-x / image-y
+    components (``symmetry_axes``) with them, the instruction's spatial words by the robot's
+    ``transformed_instruction`` or ``symmetry_phrases``. Declare only symmetries your scene has. Each is a
+    feature cache of its own; validation and calibration see the recording."""
+    symmetry_axes: tuple[int, int] = (0, 1)
+    """the action dimensions that move the arm along image x (right) and image y (down)"""
+    symmetry_phrases: dict[str, dict[str, str]] | None = None
+    """per symmetry, the instruction's phrase substitutions ({"flip_lr": {"left": "right", "right":
+    "left"}}; {} for instructions no mirror changes), for a robot without ``transformed_instruction``"""
     max_episodes: int | None = None
     """use only the first N episodes (sorted by id), e.g. the n of a data-scaling experiment"""
     eval_every: int = 100
@@ -210,6 +223,23 @@ def stg_examples(fs: EpisodeFeatures, episodes: np.ndarray, text_rows: np.ndarra
     ep = episodes[e]
     steps_to_go = fs.lengths[ep] - t                         # label t' - t, t' = T (paper §1)
     return Examples(cur, prev, text_rows[ep], stg_bins.encode(steps_to_go), steps_to_go, fs.starts[ep] + fs.lengths[ep])
+
+
+def mirrored_examples(bc: Examples, stg: Examples, name: str, mapped: dict[str, str], instructions: list[str],
+                      config, cfg: SFTConfig) -> tuple[Examples, Examples]:
+    """The BC and steps-to-go examples of a symmetric view (``SFTConfig.symmetries``): the action tokens
+    (and future ones) mapped by the symmetry, each instruction row replaced by its transformed
+    instruction's (``mapped``); steps-to-go labels are the same (a mirror does not change how far the goal is)."""
+    from efm_ros.learn.symmetry import transform_tokens
+
+    row_of = {t: i for i, t in enumerate(instructions)}
+    rows = np.arange(len(instructions))
+    for src, dst in mapped.items():
+        rows[row_of[src]] = row_of[dst]
+    axes = tuple(cfg.symmetry_axes)
+    bc = dataclasses.replace(bc, text=rows[bc.text], target=transform_tokens(bc.target, name, config.action_spec, axes),
+                             future=None if bc.future is None else transform_tokens(bc.future, name, config.action_spec, axes))
+    return bc, dataclasses.replace(stg, text=rows[stg.text])
 
 
 def rollout_stg_examples(fs: EpisodeFeatures, marks: list, episodes: np.ndarray, text_rows: np.ndarray, stg_bins,
@@ -373,16 +403,37 @@ def demo_robot(paths: list[Path], robot: str | None = None, robot_args: dict | N
     return backend, kwargs
 
 
-def robot_instruction_list(backend: str, kwargs: dict, image_size: int) -> list[str]:
-    """Every instruction the backend can draw (:func:`efm_ros.robots.robot_instructions`); [] when
-    there is no backend or it cannot list them."""
-    if not backend:
-        return []
-    from efm_ros.robots import make_robot, robot_instructions
+def robot_instruction_list(backend: str, kwargs: dict, image_size: int, instructions: list[str] = (),
+                           symmetries: list[str] = (), phrases: dict | None = None) -> tuple[list[str], dict]:
+    """Every instruction the backend can draw (:func:`efm_ros.robots.robot_instructions`; [] when there
+    is no backend or it cannot list them), and, per symmetry of ``SFTConfig.symmetries``, what each of
+    ``instructions`` becomes under it ({name: {instruction: transformed}}): by ``phrases[name]`` if given,
+    else by the robot's ``transformed_instruction``. SymmetryError if neither can say."""
+    from efm_ros.learn.symmetry import phrase_map, symmetry_matrix
+    from efm_ros.robots import make_robot, robot_instructions, robot_transformed_instruction
 
-    sim = make_robot(backend, **{"image_size": image_size, **kwargs})
+    phrases = phrases or {}
+    unknown = sorted(set(phrases) - set(symmetries))
+    if unknown:
+        raise SymmetryError(f"--symmetry-phrases for {unknown}, which are not among --symmetries {list(symmetries)}")
+    sim = make_robot(backend, **{"image_size": image_size, **kwargs}) if backend else None
     try:
-        return robot_instructions(sim) or []
+        listed = (robot_instructions(sim) or []) if sim is not None else []
+        mapped = {}
+        for name in symmetries:
+            m = symmetry_matrix(name)
+            if name in phrases:
+                by_phrase = phrase_map(phrases[name])
+                mapped[name] = {t: by_phrase(t) for t in instructions}
+                continue
+            try:
+                mapped[name] = {t: robot_transformed_instruction(sim, t, m) for t in instructions} if sim is not None else {}
+            except ValueError as exc:
+                raise SymmetryError(f"--symmetries {name}: {exc}") from exc
+            if None in mapped[name].values() or (instructions and not mapped[name]):
+                raise SymmetryError(f"--symmetries {name}: the robot cannot say how its instructions change under it; "
+                                    f"give --symmetry-phrases '{{\"{name}\": {{...}}}}' ({{}} if they do not change)")
+        return listed, mapped
     finally:
         close = getattr(sim, "close", None)
         if callable(close):
@@ -564,7 +615,7 @@ def train(cfg: SFTConfig) -> dict:
     import torch
 
     from efm_ros.data import list_episodes
-    from efm_ros.learn.features import cached_episode_features
+    from efm_ros.learn.features import ShiftedView, SymmetricView, cached_episode_features
     from efm_ros.model.network import EFM, EFMConfig
 
     t_start = time.perf_counter()
@@ -614,8 +665,10 @@ def train(cfg: SFTConfig) -> dict:
         rfs = cached_episode_features(marked.paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress)
         if rfs.episode_ids != [p.name for p in marked.paths]:
             raise MarkError("rollout bags whose episode id is not their directory name: cannot match their marks")
-    instructions = serving_instructions(fs, [*robot_instruction_list(backend, backend_args, config.image_size),
-                                             *(rfs.instructions if marked is not None else [])])
+    listed, mirrored = robot_instruction_list(backend, backend_args, config.image_size, list(dict.fromkeys(fs.instructions)),
+                                              cfg.symmetries, cfg.symmetry_phrases)
+    instructions = serving_instructions(fs, [*listed, *(rfs.instructions if marked is not None else []),
+                                             *(t for m in mirrored.values() for t in m.values())])
     table = embed_instructions(instructions, cache_dir / "instructions.npz")
     table.save(out / "instructions.npz")
     row_of = {t: i for i, t in enumerate(instructions)}
@@ -628,15 +681,18 @@ def train(cfg: SFTConfig) -> dict:
     bc_tr_0, stg_tr_0 = bc_tr, stg_tr
     rollout_meta, rollouts_val = None, []
     tables = [fs.features]
-    for view in range(1, cfg.shift_views + 1):   # shifted copies of the training demos (SFTConfig.shift_views)
+    views = [ShiftedView(v, cfg.shift_pixels) for v in range(1, cfg.shift_views + 1)]   # SFTConfig.shift_views
+    views += [SymmetricView(name) for name in cfg.symmetries]                             # SFTConfig.symmetries
+    for view in views:   # transformed copies of the training demos, each on the rows of a table of its own
         t0 = time.perf_counter()
-        vs = cached_episode_features(paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress, view=view,
-                                     shift_pixels=cfg.shift_pixels)
+        vs = cached_episode_features(paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress, view=view)
         feature_seconds += time.perf_counter() - t0
         if vs.episode_ids != fs.episode_ids or not np.array_equal(vs.starts, fs.starts):
-            raise RuntimeError(f"shifted view {view}'s feature cache does not match the demonstrations' rows")
-        rows = view * len(fs.features)
-        bc_tr, stg_tr = bc_tr + bc_tr_0.moved(rows), stg_tr + stg_tr_0.moved(rows)
+            raise RuntimeError(f"{view.label}'s feature cache does not match the demonstrations' rows")
+        bc_v, stg_v = bc_tr_0.moved(len(tables) * len(fs.features)), stg_tr_0.moved(len(tables) * len(fs.features))
+        if isinstance(view, SymmetricView):
+            bc_v, stg_v = mirrored_examples(bc_v, stg_v, view.name, mirrored[view.name], instructions, config, cfg)
+        bc_tr, stg_tr = bc_tr + bc_v, stg_tr + stg_v
         tables.append(vs.features)
     if marked is not None:   # steps-to-go also on the marked rollouts (SFTConfig.rollouts); their rows follow the demos'
         r_text = np.array([row_of[t] for t in rfs.instructions], np.int64)
@@ -795,6 +851,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "(augmentation, a departure from the paper; each copy is a feature cache; default 0 = off)")
     p.add_argument("--shift-pixels", type=int, default=d.shift_pixels,
                    help=f"the largest shift of --shift-views, in pixels (default {d.shift_pixels})")
+    p.add_argument("--symmetries", nargs="+", default=[], metavar="NAME",
+                   help="also train on every demo mirrored / turned by these symmetries of the view, for a camera "
+                        "looking straight down on a scene that looks the same so (augmentation, a departure from the "
+                        "paper; names: " + ", ".join(sorted(SYMMETRIES)) + ", or all; default none)")
+    p.add_argument("--symmetry-axes", type=int, nargs=2, default=list(d.symmetry_axes), metavar=("X", "Y"),
+                   help="the action dimensions that move the arm along image x (right) and y (down) (default 0 1)")
+    p.add_argument("--symmetry-phrases", default=None, metavar="JSON",
+                   help='per symmetry, how instruction words change, e.g. \'{"flip_lr": {"left": "right", "right": '
+                        '"left"}}\' ({} for none); needed for a robot without transformed_instruction')
     p.add_argument("--eval-every", type=int, default=d.eval_every, help=f"steps between validations (default {d.eval_every})")
     p.add_argument("--calibration-failures", type=int, default=d.calibration_failures,
                    help=f"failed rollouts for calibrating s (default {d.calibration_failures})")
@@ -830,7 +895,11 @@ def main(argv: list[str] | None = None) -> int:
                     val_fraction=args.val_fraction, random_init=args.random_init, max_episodes=args.max_episodes,
                     goal_frame_weight=args.goal_frame_weight, future_actions=args.future_actions,
                     future_actions_weight=args.future_actions_weight, shift_views=args.shift_views,
-                    shift_pixels=args.shift_pixels, eval_every=args.eval_every, calibration_failures=args.calibration_failures,
+                    shift_pixels=args.shift_pixels,
+                    symmetries=sorted(SYMMETRIES) if args.symmetries == ["all"] else list(args.symmetries),
+                    symmetry_axes=tuple(args.symmetry_axes),
+                    symmetry_phrases=None if args.symmetry_phrases is None else json.loads(args.symmetry_phrases),
+                    eval_every=args.eval_every, calibration_failures=args.calibration_failures,
                     cache_dir=args.cache_dir, threads=args.threads, progress=not args.no_progress,
                     model_config=json.loads(args.model_config), robot=args.robot,
                     robot_args=robot_args, topic_map=args.topic_map, rollouts=args.rollouts)
@@ -840,6 +909,11 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.shift_views < 0 or (cfg.shift_views and cfg.shift_pixels < 1):
         print("train-sft: --shift-views >= 0, and --shift-pixels >= 1 with it", file=sys.stderr)
         return 2
+    unknown = [n for n in cfg.symmetries if n not in SYMMETRIES]
+    if unknown or len(set(cfg.symmetries)) != len(cfg.symmetries):
+        print(f"train-sft: --symmetries: {unknown or 'a name twice'}; expected some of {sorted(SYMMETRIES)} or all",
+              file=sys.stderr)
+        return 2
     if cfg.rollouts and cfg.goal_frame_weight > 0:
         print("train-sft: --rollouts with --goal-frame-weight: a rollout marked failed has no goal frame", file=sys.stderr)
         return 2
@@ -848,7 +922,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         meta = train(cfg)
-    except (ForeignBagError, FileNotFoundError, MarkError) as exc:
+    except (ForeignBagError, FileNotFoundError, MarkError, SymmetryError) as exc:
         print(f"train-sft: {exc}", file=sys.stderr)
         return 2
     m = meta["metrics"]

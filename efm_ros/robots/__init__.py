@@ -14,6 +14,9 @@ Required: :class:`Robot` (``action_dim``, ``control_rate_hz``, ``reset``, ``step
 - ``instructions() -> list[str]``: every instruction ``reset()`` can draw. ``train-sft`` embeds them
   all into the exported model (so Stage 2 can be asked any of them); ``eval`` checks the model knows
   them. Without it, only the demonstrations' own instructions are embedded.
+- ``transformed_instruction(instruction, matrix) -> str``: the same task's instruction with the view
+  mirrored or turned by ``matrix`` (``train-sft --symmetries``; ``efm_ros.learn.symmetry``). Without it,
+  ``--symmetry-phrases`` says how the instructions' words change.
 - ``expert() -> Expert``: a scripted demonstrator for ``collect-demos`` (or ``--expert
   pkg.mod:factory``, called with the robot).
 - ``family`` (str property): the current instruction's task family, written into bags and reports.
@@ -90,6 +93,14 @@ def robot_instructions(robot: Any) -> list[str] | None:
     """Every instruction the robot can draw (``robot.instructions()``), or None if it cannot say."""
     method = getattr(robot, "instructions", None)
     return [str(t) for t in method()] if callable(method) else None
+
+
+def robot_transformed_instruction(robot: Any, instruction: str, matrix: Any) -> str | None:
+    """The instruction of the same task with the view mirrored or turned by ``matrix``
+    (``robot.transformed_instruction(instruction, matrix)``; ``efm_ros.learn.symmetry``), or None if the
+    robot cannot say."""
+    method = getattr(robot, "transformed_instruction", None)
+    return str(method(instruction, matrix)) if callable(method) else None
 
 
 def make_expert(robot: Any, path: str | None = None) -> Expert:

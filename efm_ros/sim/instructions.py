@@ -26,6 +26,7 @@ This module is pure Python + numpy (no physics, no rendering) so learners can im
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -172,6 +173,25 @@ def sample_task(rng: np.random.Generator, families: Sequence[str] = BLOCK_FAMILI
         return Task(family, target, location=location, verb=verb)
     others = [c for c in COLORS if c != target]
     return Task(family, target, reference=others[int(rng.integers(len(others)))], verb=verb)
+
+
+def transform_instruction(text: str, matrix) -> str:
+    """The instruction of the same task on the table mirrored or turned by ``matrix`` (a 2x2 signed
+    permutation acting on table (x, y) about the table's centre, ``efm_ros.learn.symmetry``): a location
+    becomes the location at its mapped point ("top left corner" -> "top right corner" under a left-right
+    mirror); blocks are named by colour, which no mirror changes. Raises ValueError for an instruction
+    this table does not know or a matrix that maps a location off the nine."""
+    task = parse_instruction(text)
+    if task.location is None:
+        return task.instruction
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (2, 2):
+        raise ValueError(f"a symmetry of the table is a 2x2 matrix, got shape {m.shape}")
+    point = 0.5 + m @ (np.asarray(LOCATIONS[task.location][1]) - 0.5)
+    for key, (_, xy) in LOCATIONS.items():
+        if np.allclose(xy, point):
+            return dataclasses.replace(task, location=key).instruction
+    raise ValueError(f"{text!r}: {m.tolist()} maps its location to {point.tolist()}, which is no named location")
 
 
 def location_point(location: str, table_size_cm: float) -> np.ndarray:

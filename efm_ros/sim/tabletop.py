@@ -344,6 +344,11 @@ class TabletopRobot:
         """Every instruction this table can draw (its task families), in a fixed order."""
         return ins.all_instructions(self.config.task_families)
 
+    def transformed_instruction(self, instruction: str, matrix) -> str:
+        """The instruction of the same task on this table mirrored or turned by ``matrix`` (image-aligned,
+        about the centre; the table is square and looks the same either way): ``train-sft --symmetries``."""
+        return ins.transform_instruction(instruction, matrix)
+
     @property
     def family(self) -> str:
         """the current instruction's task family"""

@@ -169,13 +169,14 @@ def test_shifted_view_is_a_cache_of_its_own_with_view_zeros_rows(demos, tmp_path
     import torch
 
     from efm_ros.data import list_episodes, read_episode
-    from efm_ros.learn.features import cached_episode_features, shift_frames, view_shift
+    from efm_ros.learn.features import ShiftedView, SymmetricView, cached_episode_features, shift_frames, view_shift
+    from efm_ros.learn.symmetry import transform_frames
     from efm_ros.model.network import EFM, EFMConfig
 
     paths = list_episodes(demos)[:2]
     model = EFM(EFMConfig())
     plain = cached_episode_features(paths, model, tmp_path, progress=False)
-    view = cached_episode_features(paths, model, tmp_path, progress=False, view=1, shift_pixels=4)
+    view = cached_episode_features(paths, model, tmp_path, progress=False, view=ShiftedView(1, 4))
     assert len(list(tmp_path.iterdir())) == 2 and view.meta["shift"] == {"view": 1, "pixels": 4}
     assert view.episode_ids == plain.episode_ids and np.array_equal(view.starts, plain.starts)
     np.testing.assert_array_equal(view.tokens, plain.tokens)          # the same actions: a shift does not change them
@@ -183,8 +184,15 @@ def test_shifted_view_is_a_cache_of_its_own_with_view_zeros_rows(demos, tmp_path
     with torch.no_grad():
         ref = model.backbone_features(torch.from_numpy(shift_frames(ep.frames[:3], *view_shift(ep.episode_id, 1, 4)))).numpy()
     np.testing.assert_allclose(view.features[view.starts[1]:view.starts[1] + 3], ref, atol=1e-3)
+    turned = cached_episode_features(paths, model, tmp_path, progress=False, view=SymmetricView("rot90"))
+    assert len(list(tmp_path.iterdir())) == 3 and turned.meta["symmetry"] == "rot90"
+    with torch.no_grad():
+        ref = model.backbone_features(torch.from_numpy(transform_frames(ep.frames[:3], "rot90"))).numpy()
+    np.testing.assert_allclose(turned.features[turned.starts[1]:turned.starts[1] + 3], ref, atol=1e-3)
     with pytest.raises(ValueError, match="shifted view"):
-        cached_episode_features(paths, model, tmp_path, progress=False, view=1, shift_pixels=0)
+        ShiftedView(1, 0)
+    with pytest.raises(ValueError, match="unknown symmetry"):
+        SymmetricView("rot45")
 
 
 def test_train_sft_with_shifted_views_trains_on_every_view_and_validates_on_the_recording(demos, tmp_path):
@@ -200,6 +208,36 @@ def test_train_sft_with_shifted_views_trains_on_every_view_and_validates_on_the_
     rows = {r: list(csv.DictReader(open(tmp_path / r / "metrics.csv")))[-1] for r in ("plain", "shifted")}
     assert float(rows["shifted"]["epoch"]) == pytest.approx(float(rows["plain"]["epoch"]) / 3, abs=2e-3)   # 3x the examples
     assert main([*base, "--out", str(tmp_path / "bad"), "--shift-views", "-1"]) == 2
+    assert main([*base, "--out", str(tmp_path / "mirrored"), "--symmetries", "flip_lr", "rot90"]) == 0
+    mirrored = json.loads((tmp_path / "mirrored" / "train_meta.json").read_text())
+    assert mirrored["sft_config"]["symmetries"] == ["flip_lr", "rot90"] and mirrored["episodes"] == plain["episodes"]
+    row = list(csv.DictReader(open(tmp_path / "mirrored" / "metrics.csv")))[-1]
+    assert float(row["epoch"]) == pytest.approx(float(rows["plain"]["epoch"]) / 3, abs=2e-3)
+    assert len(list((tmp_path / "cache").glob("*/meta.json"))) == 5     # + a cache per symmetry
+    assert main([*base, "--out", str(tmp_path / "bad"), "--symmetries", "rot45"]) == 2
+    assert main([*base, "--out", str(tmp_path / "bad"), "--symmetries", "flip_lr", "--symmetry-phrases",
+                 '{"rot90": {}}']) == 2                                   # phrases for a symmetry not asked for
+
+
+def test_mirrored_examples_turn_the_actions_and_the_instruction_but_not_steps_to_go():
+    from efm_ros.learn.sft import SFTConfig, mirrored_examples, stg_examples
+    from efm_ros.learn.symmetry import transform_tokens
+    from efm_ros.model.bins import StepsToGoBins
+    from efm_ros.model.network import EFMConfig
+
+    fs = toy_features([3, 2])
+    text = np.array([0, 1], np.int64)
+    bc, stg = bc_examples(fs, np.array([0, 1]), text, future=2), stg_examples(fs, np.array([0, 1]), text, StepsToGoBins())
+    instructions = ["go to the left side", "go to the right side", "go home"]
+    mapped = {"go to the left side": "go to the right side", "go to the right side": "go to the left side"}
+    config = EFMConfig()
+    mbc, mstg = mirrored_examples(bc, stg, "flip_lr", mapped, instructions, config, SFTConfig())
+    np.testing.assert_array_equal(mbc.text, 1 - bc.text)
+    np.testing.assert_array_equal(mbc.target, transform_tokens(bc.target, "flip_lr", config.action_spec))
+    np.testing.assert_array_equal(mbc.future, transform_tokens(bc.future, "flip_lr", config.action_spec))
+    assert not np.array_equal(mbc.target, bc.target)
+    np.testing.assert_array_equal(mstg.target, stg.target)
+    np.testing.assert_array_equal(mstg.text, 1 - stg.text)
 
 
 def test_examples_moved_point_at_another_views_rows():
