@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from efm_ros.learn.features import EpisodeFeatures, frame_pairs
-from efm_ros.learn.symmetry import SYMMETRIES, SymmetryError
+from efm_ros.learn.symmetry import SYMMETRIES, SymmetryError, resolve_symmetries
 from efm_ros.robots import parse_robot_args
 
 
@@ -103,7 +103,7 @@ class SFTConfig:
     """the largest shift of ``shift_views``, in pixels of the model's image"""
     symmetries: list[str] = dataclasses.field(default_factory=list)
     """a departure (none = the paper's): also train on every demonstration mirrored or turned by these
-    symmetries of the view (names of ``efm_ros.learn.symmetry.SYMMETRIES``, e.g. all seven for a camera
+    symmetries of the view (names of ``efm_ros.learn.symmetry.SYMMETRIES``, or ["all"] for the seven, for a camera
     looking straight down on a square table): the frames transformed, the action's image-x / image-y
     components (``symmetry_axes``) with them, the instruction's spatial words by the robot's
     ``transformed_instruction`` or ``symmetry_phrases``. Declare only symmetries your scene has. Each is a
@@ -665,8 +665,9 @@ def train(cfg: SFTConfig) -> dict:
         rfs = cached_episode_features(marked.paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress)
         if rfs.episode_ids != [p.name for p in marked.paths]:
             raise MarkError("rollout bags whose episode id is not their directory name: cannot match their marks")
+    symmetries = resolve_symmetries(cfg.symmetries)
     listed, mirrored = robot_instruction_list(backend, backend_args, config.image_size, list(dict.fromkeys(fs.instructions)),
-                                              cfg.symmetries, cfg.symmetry_phrases)
+                                              symmetries, cfg.symmetry_phrases)
     instructions = serving_instructions(fs, [*listed, *(rfs.instructions if marked is not None else []),
                                              *(t for m in mirrored.values() for t in m.values())])
     table = embed_instructions(instructions, cache_dir / "instructions.npz")
@@ -682,7 +683,7 @@ def train(cfg: SFTConfig) -> dict:
     rollout_meta, rollouts_val = None, []
     tables = [fs.features]
     views = [ShiftedView(v, cfg.shift_pixels) for v in range(1, cfg.shift_views + 1)]   # SFTConfig.shift_views
-    views += [SymmetricView(name) for name in cfg.symmetries]                             # SFTConfig.symmetries
+    views += [SymmetricView(name) for name in symmetries]                                 # SFTConfig.symmetries
     for view in views:   # transformed copies of the training demos, each on the rows of a table of its own
         t0 = time.perf_counter()
         vs = cached_episode_features(paths, model, cache_dir, threads=cfg.threads, progress=cfg.progress, view=view)
@@ -896,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
                     goal_frame_weight=args.goal_frame_weight, future_actions=args.future_actions,
                     future_actions_weight=args.future_actions_weight, shift_views=args.shift_views,
                     shift_pixels=args.shift_pixels,
-                    symmetries=sorted(SYMMETRIES) if args.symmetries == ["all"] else list(args.symmetries),
+                    symmetries=list(args.symmetries),
                     symmetry_axes=tuple(args.symmetry_axes),
                     symmetry_phrases=None if args.symmetry_phrases is None else json.loads(args.symmetry_phrases),
                     eval_every=args.eval_every, calibration_failures=args.calibration_failures,
@@ -909,10 +910,10 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.shift_views < 0 or (cfg.shift_views and cfg.shift_pixels < 1):
         print("train-sft: --shift-views >= 0, and --shift-pixels >= 1 with it", file=sys.stderr)
         return 2
-    unknown = [n for n in cfg.symmetries if n not in SYMMETRIES]
-    if unknown or len(set(cfg.symmetries)) != len(cfg.symmetries):
-        print(f"train-sft: --symmetries: {unknown or 'a name twice'}; expected some of {sorted(SYMMETRIES)} or all",
-              file=sys.stderr)
+    try:
+        resolve_symmetries(cfg.symmetries)
+    except SymmetryError as exc:
+        print(f"train-sft: --symmetries: {exc}", file=sys.stderr)
         return 2
     if cfg.rollouts and cfg.goal_frame_weight > 0:
         print("train-sft: --rollouts with --goal-frame-weight: a rollout marked failed has no goal frame", file=sys.stderr)

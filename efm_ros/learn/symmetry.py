@@ -35,6 +35,19 @@ class SymmetryError(ValueError):
     instruction nobody can say how to transform."""
 
 
+def resolve_symmetries(names) -> list[str]:
+    """Symmetry names as given (``train-sft --symmetries``, ``SFTConfig.symmetries``): "all" for the seven,
+    else each of :data:`SYMMETRIES` at most once; SymmetryError otherwise."""
+    names = list(names)
+    if names == ["all"]:
+        return sorted(SYMMETRIES)
+    unknown = [n for n in names if n not in SYMMETRIES]
+    if unknown or len(set(names)) != len(names):
+        raise SymmetryError(f"symmetries {names}: {'unknown ' + str(unknown) if unknown else 'a name twice'}; "
+                            f"expected some of {sorted(SYMMETRIES)}, or all")
+    return names
+
+
 def symmetry_matrix(name: str) -> np.ndarray:
     """The 2x2 integer matrix of a symmetry named in :data:`SYMMETRIES`; ValueError for another name."""
     if name not in SYMMETRIES:
@@ -101,5 +114,5 @@ def phrase_map(phrases: dict[str, str]):
     return lambda text: pattern.sub(lambda m: phrases[m.group(1)], text)
 
 
-__all__ = ["SYMMETRIES", "SymmetryError", "check_action_bins", "phrase_map", "symmetry_matrix", "transform_frames",
+__all__ = ["SYMMETRIES", "SymmetryError", "check_action_bins", "phrase_map", "resolve_symmetries", "symmetry_matrix", "transform_frames",
            "transform_points", "transform_tokens"]

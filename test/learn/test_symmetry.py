@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from efm_ros.learn.symmetry import (SYMMETRIES, SymmetryError, phrase_map, symmetry_matrix, transform_frames,
-                                    transform_points, transform_tokens)
+from efm_ros.learn.symmetry import (SYMMETRIES, SymmetryError, phrase_map, resolve_symmetries, symmetry_matrix,
+                                    transform_frames, transform_points, transform_tokens)
 from efm_ros.model.bins import ActionBins
 
 
@@ -99,3 +99,14 @@ def test_phrase_map_swaps_whole_words_at_once():
     assert swap("put the cube in the left bin, then go right") == "put the cube in the right bin, then go left"
     assert swap("leftover") == "leftover"
     assert phrase_map({})("anything") == "anything"
+
+
+def test_symmetry_names_resolve_or_are_refused():
+    assert resolve_symmetries(["all"]) == sorted(SYMMETRIES) and len(SYMMETRIES) == 7
+    assert resolve_symmetries(["rot90", "flip_lr"]) == ["rot90", "flip_lr"]
+    with pytest.raises(SymmetryError, match="unknown"):
+        resolve_symmetries(["rot45"])
+    with pytest.raises(SymmetryError, match="twice"):
+        resolve_symmetries(["rot90", "rot90"])
+    with pytest.raises(SymmetryError, match="unknown"):
+        resolve_symmetries(["all", "rot90"])
