@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from efm_ros.learn.symmetry import symmetry_matrix, transform_frames
+
 FEATURES_FILE = "features.npy"
 INDEX_FILE = "index.npz"
 META_FILE = "meta.json"
@@ -207,7 +209,6 @@ class SymmetricView:
     name: str
 
     def __post_init__(self) -> None:
-        from efm_ros.learn.symmetry import symmetry_matrix
         symmetry_matrix(self.name)                                   # an unknown name fails here
 
     @property
@@ -224,7 +225,6 @@ class SymmetricView:
         return f"view {self.name}"
 
     def __call__(self, episode_id: str, frames: np.ndarray) -> np.ndarray:
-        from efm_ros.learn.symmetry import transform_frames
         return transform_frames(frames, self.name)
 
 

@@ -426,13 +426,16 @@ def robot_instruction_list(backend: str, kwargs: dict, image_size: int, instruct
                 by_phrase = phrase_map(phrases[name])
                 mapped[name] = {t: by_phrase(t) for t in instructions}
                 continue
+            cannot = SymmetryError(f"--symmetries {name}: the robot cannot say how its instructions change under "
+                                   f"it; give --symmetry-phrases '{{\"{name}\": {{...}}}}' ({{}} if they do not change)")
+            if sim is None:
+                raise cannot
             try:
-                mapped[name] = {t: robot_transformed_instruction(sim, t, m) for t in instructions} if sim is not None else {}
+                mapped[name] = {t: robot_transformed_instruction(sim, t, m) for t in instructions}
             except ValueError as exc:
                 raise SymmetryError(f"--symmetries {name}: {exc}") from exc
-            if None in mapped[name].values() or (instructions and not mapped[name]):
-                raise SymmetryError(f"--symmetries {name}: the robot cannot say how its instructions change under it; "
-                                    f"give --symmetry-phrases '{{\"{name}\": {{...}}}}' ({{}} if they do not change)")
+            if None in mapped[name].values():
+                raise cannot
         return listed, mapped
     finally:
         close = getattr(sim, "close", None)

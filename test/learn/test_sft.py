@@ -353,3 +353,17 @@ def test_future_actions_loss_ignores_missing_steps_and_learns_the_chunk():
     assert v.item() < 0.1 * first
     with pytest.raises(ValueError, match="keypoint"):
         FutureActionsLoss(EFM(EFMConfig(pretrained=False, image_size=32, trunk="flatten")), ex)
+
+
+def test_symmetric_instructions_come_from_the_robot_or_the_users_phrases():
+    from efm_ros.learn.sft import robot_instruction_list
+    from efm_ros.learn.symmetry import SymmetryError
+
+    ins = ["push the red block to the left side", "push the red block to the blue block"]
+    listed, mapped = robot_instruction_list("efm_ros.sim.tabletop:TabletopRobot", {}, 96, ins, ["flip_lr"])
+    assert ins[0] in listed and mapped == {"flip_lr": {ins[0]: "push the red block to the right side", ins[1]: ins[1]}}
+    with pytest.raises(SymmetryError, match="cannot say"):            # a real arm's bags: no backend to ask
+        robot_instruction_list("", {}, 96, ["go left"], ["flip_lr"])
+    _, mapped = robot_instruction_list("", {}, 96, ["go left"], ["flip_lr", "rot180"],
+                                       {"flip_lr": {"left": "right", "right": "left"}, "rot180": {}})
+    assert mapped == {"flip_lr": {"go left": "go right"}, "rot180": {"go left": "go left"}}
