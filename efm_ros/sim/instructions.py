@@ -26,10 +26,9 @@ This module is pure Python + numpy (no physics, no rendering) so learners can im
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -190,7 +189,7 @@ def transform_instruction(text: str, matrix) -> str:
     point = 0.5 + m @ (np.asarray(LOCATIONS[task.location][1]) - 0.5)
     for key, (_, xy) in LOCATIONS.items():
         if np.allclose(xy, point):
-            return dataclasses.replace(task, location=key).instruction
+            return replace(task, location=key).instruction
     raise ValueError(f"{text!r}: {m.tolist()} maps its location to {point.tolist()}, which is no named location")
 
 
