@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     fs = _load(Path(argv[0]))
     y = true_positions(len(fs), fs.lengths)
     table = embed_instructions(sorted(set(fs.instructions)), Path(argv[0]).parent / "instructions.npz")
-    cur, prev, frame_ep, _ = frame_pairs(fs.starts, fs.lengths, include_last=True)   # every frame, in the order of y
+    cur, prev, frame_ep, frame_t = frame_pairs(fs.starts, fs.lengths, include_last=True)   # every frame, in the order of y
     text = table.lookup([fs.instructions[e] for e in frame_ep]).astype(np.float32)
     train_eps, val_eps = split_episodes(run_episodes or len(fs), 0.1, 0)   # the split train-sft --seed 0 made
     train_eps, val_eps = train_eps[train_eps < len(fs)], val_eps[val_eps < len(fs)]
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     print(f"constant prediction, RMSE cm (pusher, target, goal): {np.round(rmse(np.broadcast_to(mean, y[va].shape), y[va]), 2).tolist()}")
 
     if len(argv) > 1 and joint:
-        return joint_head_probe(argv, fs, text, tr, va, cur, prev)
+        return joint_head_probe(argv, fs, text, tr, va, cur, prev, frame_ep, frame_t)
     if len(argv) > 1:
         return policy_probe(argv, fs, y, text, tr, va, cur, prev)
     probe = KeypointTrunk(EFMConfig(dropout=0.0, prev_dropout=0.0), fs.features.shape[1:])
@@ -142,11 +142,8 @@ def policy_probe(argv, fs, y, text, tr, va, cur, prev) -> int:
     return 0
 
 
-def joint_head_probe(argv, fs, text, tr, va, cur, prev, steps: int = 4000) -> int:
-    from efm_ros.learn.features import frame_pairs
-
+def joint_head_probe(argv, fs, text, tr, va, cur, prev, ep, t, steps: int = 4000) -> int:
     trunk, z = hidden_layer(argv, fs, text, cur, prev)
-    _, _, ep, t = frame_pairs(fs.starts, fs.lengths, include_last=True)
     acts = t < fs.lengths[ep]                                   # frames with an action (not the goal frame)
     y = torch.from_numpy(fs.tokens[fs.token_starts[ep[acts]] + t[acts]])
     z, tr, va = z[torch.from_numpy(acts)], np.flatnonzero(tr[acts]), np.flatnonzero(va[acts])
