@@ -14,6 +14,7 @@ import importlib.util
 import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -210,9 +211,16 @@ def test_host_processes_run_real_nodes_with_the_described_namespaces_and_paramet
             keys = list(s.overrides) + (["backend_args"] if s.name == "sim_robot" else [])
             client = AsyncParameterClient(node, s.fqn)
             assert client.wait_for_services(timeout_sec=60.0), f"{s.fqn} did not come up"
-            future = client.get_parameters(keys)
-            executor.spin_until_future_complete(future, timeout_sec=10.0)
-            got = dict(zip(keys, (v for v in future.result().values)))
+            # a host's services are discoverable from its first node on, but it answers only once it has
+            # built every node and spins (up to seconds on a loaded machine), and a reply sent before the
+            # replier matched the reader can be lost: ask again (a read is idempotent) until answered
+            answer, deadline = None, time.monotonic() + 60.0
+            while answer is None and time.monotonic() < deadline:
+                future = client.get_parameters(keys)
+                executor.spin_until_future_complete(future, timeout_sec=10.0)
+                answer = future.result() if future.done() else None
+            assert answer is not None, f"{s.fqn}: no answer to get_parameters in 60 s"
+            got = dict(zip(keys, answer.values))
             for key, value in s.overrides.items():
                 assert rclpy.parameter.parameter_value_to_python(got[key]) == value, (s.fqn, key)
             if s.name == "sim_robot":   # a value from config/efm_ros.yaml reached the nodes too
