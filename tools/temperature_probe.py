@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     src, taus = Path(argv[0]), [float(x) for x in argv[1:]]
-    if (src / "policy.safetensors").exists():
+    if not (src / "manifest.json").exists():      # an exported model holds policy.safetensors too
         return state_rung(src, taus)
     m = verify_manifest(src)
     for tau in taus:

@@ -207,6 +207,10 @@ def pooled(seeds: dict, arms: Sequence[str]) -> dict:
     return out
 
 
+#: novel's arms: "after" is the version chosen without ground truth (the paper's), "last" the last one beside it
+NOVEL_ARMS = ("before", "after", "last")
+
+
 def novel(args) -> dict:
     """Practise on the novel bar: add its instructions to the model, evaluate, practise, evaluate."""
     from efm_ros.model.export import export_model, load_model_checkpoints
@@ -234,8 +238,9 @@ def novel(args) -> dict:
         row = {"before": evaluate(base, args.eval_episodes, args.workers, variant="novel_bar"), "practice": si}
         if si["best"]:
             row["after"] = evaluate(Path(si["best"]), args.eval_episodes, args.workers, variant="novel_bar")
+        row["last"] = evaluate(Path(si["final"]), args.eval_episodes, args.workers, variant="novel_bar")
         results["seeds"][str(seed)] = row
-        _write(out, results, ("before", "after"), "Novel object (bar, never demonstrated): ground-truth success")
+        _write(out, results, NOVEL_ARMS, "Novel object (bar, never demonstrated): ground-truth success")
     return results
 
 
@@ -392,7 +397,7 @@ def _write(out: Path, results: dict, methods: tuple[str, ...], title: str) -> No
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(methods), 3.6))
     for i, m in enumerate(methods):
         ys = means.get(m, [])
-        ax.bar(i, np.mean(ys) if ys else 0, color="#2b7bba" if "SI" in m or m == "after" else "#999999", alpha=0.8)
+        ax.bar(i, np.mean(ys) if ys else 0, color="#2b7bba" if "SI" in m or m in ("after", "last") else "#999999", alpha=0.8)
         ax.scatter([i] * len(ys), ys, color="k", zorder=3, s=12)
     ax.set_xticks(range(len(methods)), methods)
     ax.set_ylim(0, 1)

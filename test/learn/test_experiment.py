@@ -48,28 +48,36 @@ def test_pooled_counts_every_seeds_episodes_with_a_wilson_interval():
     assert p["SFT(n)+SI"]["seeds"] == 1 and "BC(8n)" not in p
 
 
-def test_marked_operating_point_records_marks_and_keeps_stage_ones_point_when_the_detector_is_no_better_than_chance(
-        tmp_path):
+def test_marked_operating_point_records_marks_exports_the_chosen_point_and_keeps_stage_ones_when_refused(tmp_path):
     """figure3 --mark-rollouts: the SFT(n) policy's rollouts are recorded and marked (one label each)
-    and the detector's point is chosen on them as efm-ros calibrate chooses it; the bundled model's
-    detector is right less often than its rollouts reach the goal (docs/results.md), so practice
-    keeps the model and its own point, with the reason on record; a second call reuses the result.
-    (The exported point of an informative detector: test_calibrate's command test.)"""
+    and the detector's point is chosen on them as efm-ros calibrate chooses it. The bundled model's
+    detector is informative on its own rollouts (docs/results.md): its point is exported with the model
+    and practice starts from that; a second call reuses the result. Rollouts that never reach the goal
+    give calibrate nothing to detect: practice keeps the model and its own point, with the reason on record.
+    (The refusal of a detector no better than chance: test_calibrate.)"""
     from efm_ros.learn.calibrate import (choose_operating_point, marked_rollout_d, onnx_d_fn, sweep_operating_points,
                                          uninformative)
     from efm_ros.learn.experiment import marked_operating_point
+    from efm_ros.model.manifest import verify_manifest
     from efm_ros.model.runtime import load_model
 
     model = Path("models/efm_sft")
     start, facts = marked_operating_point(model, tmp_path / "marked", 6, 1, {"robot_kwargs": {"families": ["block2block"]}})
     assert facts["labels"] == 6 and facts["episodes"] == 6 and "simulator" in facts["marked_by"]
     d, goals, marked = marked_rollout_d(onnx_d_fn(load_model(model)), [tmp_path / "marked" / "rollouts"])
-    assert len(d) == 6 and sum(g is not None for g in goals) == facts["reached"]
+    assert len(d) == 6 and sum(g is not None for g in goals) == facts["reached"] >= 1
     best, _ = choose_operating_point(sweep_operating_points(d, goals))
-    assert uninformative(best) and start == model and "chosen" not in facts
-    assert facts["error"].startswith(uninformative(best)) and not (tmp_path / "marked" / "model").exists()
+    assert uninformative(best) is None and start == tmp_path / "marked" / "model" and "error" not in facts
+    assert (facts["chosen"]["s"], facts["chosen"]["k"]) == (best.s, best.k)
+    m = verify_manifest(start)
+    assert (m["success"]["threshold_steps"], m["success"]["consecutive"]) == (best.s, best.k)
     again = marked_operating_point(model, tmp_path / "marked", 6, 1, {})
     assert again == (start, facts)                          # cached: no second recording
+
+    start, facts = marked_operating_point(model, tmp_path / "short", 3, 1,
+                                          {"max_steps": 5, "robot_kwargs": {"families": ["block2block"]}})
+    assert facts["labels"] == 3 and facts["reached"] == 0 and start == model and "chosen" not in facts
+    assert "no operating point detects" in facts["error"] and not (tmp_path / "short" / "model").exists()
 
 
 def test_figure3_arguments_for_the_product_loop_and_the_record():
