@@ -14,10 +14,12 @@ state is read after every step. Every failed episode is put in the first class i
   near miss     the target came within 3 cm of the success radius
   short         the target went towards its goal and stopped short
 
-of the pushed-away ones, how many overshot (came within 3 cm of the success radius first) and the
-angle between the way the target went and the way to its goal, and how often the reference block
-(Block2Block's goal) was itself pushed more than 3 cm; and, across classes, how many ended with the target against a wall (its edge within 1 cm of the
-table's). Success and the classes are also split by the target's starting distance to its goal.
+Of the pushed-away ones: how many overshot (came within 3 cm of the success radius first), the angle
+between the way the target went and the way to its goal at the start, and how often the reference
+block (Block2Block's goal) was itself pushed more than 3 cm. Across classes: how many ended with the
+target against a wall (its edge within 1 cm of the table's). Success and the classes are also split
+by the target's starting distance to its goal. The episodes are `eval`'s own loop
+(``learn.evaluate._Evaluator.run``); the tool only reads the robot's state around its reset and steps.
 """
 from __future__ import annotations
 
